@@ -1,0 +1,82 @@
+"""Whole-volume segmentation with a U-Net, in bounded-memory batches."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from .errors import Cancelled, InputError
+from .preprocess import MODEL_SIZE, as_channels_last, intensity_range, resize_slices, to_model_input
+
+ProgressCallback = Callable[[int, int], "bool | None"]
+
+
+def model_input_size(model) -> tuple[int, int]:
+    shape = tuple(model.input_shape)
+    if shape[1] is None or shape[2] is None:
+        return MODEL_SIZE
+    return int(shape[1]), int(shape[2])
+
+
+def predict_probabilities(
+    volume: np.ndarray, model=None, *, batch_size: int = 8, progress: ProgressCallback | None = None
+) -> np.ndarray:
+    """Abnormality probability float32 ``(Z, Y, X)`` for a volume (see ``segment_volume``)."""
+    vol, single = as_channels_last(volume)
+    if batch_size < 1:
+        raise InputError(f"batch size must be at least 1, not {batch_size}")
+    if model is None:
+        from .model import load_model
+
+        model = load_model()
+    size = model_input_size(model)
+    value_range = intensity_range(vol)
+    z, y, x = vol.shape[:3]
+    probs = np.empty((z, y, x), np.float32)
+    for start in range(0, z, batch_size):
+        batch = to_model_input(vol[start : start + batch_size], value_range, size)
+        p = np.asarray(model.predict_on_batch(batch), dtype=np.float32)[..., 0]
+        if p.shape[1:] != (y, x):
+            p = resize_slices(p, (y, x), order=1)
+        probs[start : start + len(batch)] = p
+        done = min(start + batch_size, z)
+        if progress is not None and progress(done, z) is False:
+            raise Cancelled(f"segmentation cancelled after {done} of {z} slices")
+    return probs[0] if single else probs
+
+
+def remove_small_components(labels: np.ndarray, min_size: int) -> np.ndarray:
+    """Drop connected components (3D, face-connected) smaller than ``min_size`` voxels."""
+    if min_size <= 1 or not labels.any():
+        return labels
+    from scipy import ndimage
+
+    comp, n = ndimage.label(labels > 0)
+    sizes = np.bincount(comp.ravel())
+    keep = sizes >= min_size
+    keep[0] = False
+    return keep[comp].astype(labels.dtype)
+
+
+def segment_volume(
+    volume: np.ndarray,
+    model=None,
+    *,
+    threshold: float = 0.5,
+    batch_size: int = 8,
+    progress: ProgressCallback | None = None,
+    min_size: int = 0,
+) -> np.ndarray:
+    """Segment a ``(Z, Y, X[, 3])`` volume (or one ``(Y, X[, 3])`` slice) into uint8 labels.
+
+    ``model`` defaults to the bundled U-Net. Slices of any size are resized to the model
+    input and the probabilities back. ``progress(done, total)`` is called after every
+    batch; returning False cancels (raises ``Cancelled``). Components smaller than
+    ``min_size`` voxels are removed.
+    """
+    if not 0.0 < threshold < 1.0:
+        raise InputError(f"threshold must be between 0 and 1, not {threshold}")
+    probs = predict_probabilities(volume, model, batch_size=batch_size, progress=progress)
+    labels = (probs >= threshold).astype(np.uint8)
+    return remove_small_components(labels, min_size)

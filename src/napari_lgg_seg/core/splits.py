@@ -1,0 +1,54 @@
+"""Patient-level splits: a patient is in exactly one of train / validation / test."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+
+from .errors import InputError
+
+
+def institution(patient_id: str) -> str:
+    """Contributing institution code of a TCGA id (``TCGA_HT_7686_...`` -> ``HT``)."""
+    parts = patient_id.split("_")
+    return parts[1] if len(parts) > 2 and parts[0] == "TCGA" else "?"
+
+
+def split_patients(
+    patient_ids: Sequence[str], val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0
+) -> dict[str, list[str]]:
+    """Split patient ids into ``train``/``val``/``test`` lists, stratified by institution.
+
+    The same ids and seed always give the same split; no id is in two lists.
+    """
+    ids = sorted(set(patient_ids))
+    if len(ids) != len(patient_ids):
+        raise InputError("patient ids are not unique")
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise InputError(f"bad split fractions: val {val_fraction}, test {test_fraction}")
+    rng = np.random.default_rng(seed)
+    groups: dict[str, list[str]] = defaultdict(list)
+    for pid in ids:
+        groups[institution(pid)].append(pid)
+    ordered: list[str] = []
+    for key in sorted(groups):
+        members = groups[key]
+        ordered.extend(members[i] for i in rng.permutation(len(members)))
+    # deal stratified positions: every k-th patient of the institution-ordered list
+    n = len(ordered)
+    n_test, n_val = int(round(n * test_fraction)), int(round(n * val_fraction))
+    if n - n_test - n_val < 1:
+        raise InputError(f"{n} patient(s) are too few for a split with {n_val} val and {n_test} test")
+    offset = int(rng.integers(0, max(1, n // max(1, n_test + n_val))))
+    held = [ordered[(p + offset) % n] for p in np.linspace(0, n, num=n_test + n_val, endpoint=False).astype(int)]
+    test: list[str] = []
+    val: list[str] = []
+    for i, pid in enumerate(held):
+        if len(test) < n_test and (i % 2 == 0 or len(val) >= n_val):
+            test.append(pid)
+        else:
+            val.append(pid)
+    train = [p for p in ordered if p not in test and p not in val]
+    return {"train": sorted(train), "val": sorted(val), "test": sorted(test)}

@@ -1,0 +1,309 @@
+"""Training and fine-tuning the U-Net: ``train()`` and the Keras callbacks it uses."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from .dataset import SliceDataset, SliceSet, slices_from_stacks
+from .errors import InputError, ModelError
+from .io import atomic_write, find_patient_folders, read_patient
+from .metrics import dice
+from .model import build_unet, compile_unet, load_model, save_model
+from .splits import split_patients
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``train`` needs; widget fields and CLI flags map onto these names."""
+
+    out: str
+    epochs: int = 50
+    batch_size: int = 16
+    base_filters: int = 16
+    learning_rate: float = 1e-3
+    init_from: str = "bundled"  # "bundled", "scratch" or a .keras path
+    val_patients: list[str] | None = None
+    val_fraction: float = 0.1
+    test_fraction: float = 0.0
+    seed: int = 0
+    augment: bool = True
+    crop_size: int | None = None
+    positive_fraction: float | None = 0.5
+    samples_per_epoch: int | None = None
+    patience: int = 10
+    lr_patience: int = 4
+    min_lr: float = 1e-5
+    time_budget_min: float | None = None
+    precision: str = "float32"  # or "mixed_bfloat16" / "mixed_float16"
+    resume: bool = False
+    strategy: str | None = None  # None, "mirrored" or "multiworker"
+    workers: int = 1
+    log_csv: str | None = None
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    best_epoch: int | None
+    best_val_patient_dice: float | None
+    epochs_run: int
+    history: dict[str, list[float]] = field(default_factory=dict)
+    split: dict[str, list[str]] = field(default_factory=dict)
+    stopped_early: bool = False
+
+
+def _state_path(out: Path) -> Path:
+    return out.with_name(out.name + ".state.json")
+
+
+def _last_path(out: Path) -> Path:
+    return out.with_name(out.stem + ".last.keras")
+
+
+def per_patient_dice(model, data: SliceSet, batch_size: int = 16, threshold: float = 0.5) -> dict[str, float]:
+    """Dice of each patient's whole volume in a preprocessed SliceSet."""
+    scores = {}
+    for pid in data.patient_ids():
+        sub = data.subset([pid])
+        preds = []
+        for s in range(0, len(sub), batch_size):
+            x = sub.images[s : s + batch_size].astype(np.float32) / 255.0
+            preds.append(np.asarray(model.predict_on_batch(x), dtype=np.float32)[..., 0] >= threshold)
+        scores[pid] = dice(np.concatenate(preds), sub.masks)
+    return scores
+
+
+class PatientDiceCallback(keras.callbacks.Callback):
+    """Adds ``val_patient_dice`` (mean per-patient Dice on whole validation volumes) to the logs."""
+
+    def __init__(self, data: SliceSet, batch_size: int = 16):
+        super().__init__()
+        self.data = data
+        self.batch_size = batch_size
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and len(self.data):
+            scores = per_patient_dice(self.model, self.data, self.batch_size)
+            logs["val_patient_dice"] = float(np.mean(list(scores.values())))
+
+
+class CheckpointCallback(keras.callbacks.Callback):
+    """Saves the best model (by ``monitor``) atomically to ``out`` and, every epoch, the
+    last model plus a state file so that an interrupted run can resume."""
+
+    def __init__(self, out: Path, monitor: str, mode: str, export: Callable, best: float | None = None):
+        super().__init__()
+        self.out, self.monitor, self.mode, self.export = out, monitor, mode, export
+        self.best = best
+        self.best_epoch: int | None = None
+
+    def _better(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        return value > self.best if self.mode == "max" else value < self.best
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        value = logs.get(self.monitor)
+        if value is not None and not math.isnan(value) and self._better(value):
+            self.best, self.best_epoch = float(value), epoch
+            save_model(self.export(self.model), self.out)
+        save_model(self.model, _last_path(self.out))
+        state = {"epoch": epoch + 1, "best": self.best, "best_epoch": self.best_epoch, "monitor": self.monitor}
+        atomic_write(_state_path(self.out), lambda tmp: tmp.write_text(json.dumps(state)))
+
+
+class StopCallback(keras.callbacks.Callback):
+    """Stops after the current batch when ``event`` is set, or after the epoch in which
+    the time budget ran out."""
+
+    def __init__(self, event: threading.Event | None = None, time_budget_s: float | None = None):
+        super().__init__()
+        self.event = event
+        self.deadline = time.monotonic() + time_budget_s if time_budget_s else None
+        self.stopped = False
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.event is not None and self.event.is_set():
+            self.model.stop_training = True
+            self.stopped = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            self.model.stop_training = True
+            self.stopped = True
+
+
+def _strategy_scope(name: str | None):
+    if not name:
+        return contextlib.nullcontext()
+    import tensorflow as tf
+
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy().scope()
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy().scope()
+    raise InputError(f"unknown strategy {name!r}; use 'mirrored' or 'multiworker'")
+
+
+def _initial_model(cfg: TrainConfig) -> keras.Model:
+    model = build_unet(cfg.base_filters, input_shape=(None, None, 3))  # crops or whole slices
+    if cfg.init_from == "scratch":
+        return model
+    source = load_model(None if cfg.init_from == "bundled" else cfg.init_from)
+    try:
+        model.set_weights(source.get_weights())
+    except ValueError:
+        where = "the bundled model" if cfg.init_from == "bundled" else cfg.init_from
+        raise ModelError(
+            f"{where}: its architecture differs from a {cfg.base_filters}-filter U-Net; "
+            "use --base-filters matching it or --init-from scratch"
+        ) from None
+    return model
+
+
+def _float32_twin(base_filters: int) -> Callable[[keras.Model], keras.Model]:
+    """Exported models take whole 256x256 slices and compute in float32, whatever
+    crops and precision trained them."""
+
+    def export(model: keras.Model) -> keras.Model:
+        with _policy("float32"):
+            twin = build_unet(base_filters)
+        twin.set_weights(model.get_weights())
+        return twin
+
+    return export
+
+
+@contextlib.contextmanager
+def _policy(name: str):
+    old = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(old)
+
+
+def load_training_data(data_root: str | os.PathLike) -> SliceSet:
+    """Read every patient folder under ``data_root`` (all must have masks)."""
+    return slices_from_stacks([read_patient(p) for p in find_patient_folders(data_root)])
+
+
+def train(
+    data: str | os.PathLike | SliceSet,
+    config: TrainConfig,
+    *,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    stop_event: threading.Event | None = None,
+    verbose: int = 1,
+) -> TrainResult:
+    """Train or fine-tune the U-Net; the best model (by validation per-patient Dice, or by
+    training loss without validation patients) is written atomically to ``config.out``.
+
+    ``data`` is a folder of kaggle_3m patients or a preprocessed ``SliceSet``. Test
+    patients (``config.test_fraction``) are held out and never used here.
+    """
+    cfg = config
+    out = Path(cfg.out)
+    if out.suffix != ".keras":
+        raise InputError(f"{out}: the output model must end with .keras")
+    if not out.parent.is_dir():
+        raise InputError(f"{out}: folder {out.parent} does not exist")
+    if cfg.epochs < 1:
+        raise InputError(f"epochs must be at least 1, not {cfg.epochs}")
+    if cfg.batch_size < 1:
+        raise InputError(f"batch size must be at least 1, not {cfg.batch_size}")
+    slices = data if isinstance(data, SliceSet) else load_training_data(data)
+    ids = slices.patient_ids()
+    if cfg.val_patients is not None:
+        unknown = sorted(set(cfg.val_patients) - set(ids))
+        if unknown:
+            raise InputError(f"validation patients not in the data: {', '.join(unknown)}")
+        rest = split_patients([p for p in ids if p not in cfg.val_patients], 0.0, cfg.test_fraction, cfg.seed)
+        split = {"train": rest["train"], "val": sorted(cfg.val_patients), "test": rest["test"]}
+    elif len(ids) >= 3 and cfg.val_fraction > 0:
+        split = split_patients(ids, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    else:
+        split = {"train": ids, "val": [], "test": []}
+    train_set, val_set = slices.subset(split["train"]), slices.subset(split["val"])
+    if len(train_set) == 0:
+        raise InputError("no training slices left after the validation/test split")
+    if cfg.batch_size > len(train_set) and cfg.samples_per_epoch is None:
+        raise InputError(
+            f"batch size {cfg.batch_size} is larger than the {len(train_set)} training slices"
+        )
+
+    state = json.loads(_state_path(out).read_text()) if cfg.resume and _state_path(out).exists() else None
+    if cfg.resume and state is None:
+        raise InputError(f"{out}: nothing to resume (no {_state_path(out).name})")
+    initial_epoch = state["epoch"] if state else 0
+    if initial_epoch >= cfg.epochs:
+        raise InputError(f"{out}: already trained {initial_epoch} of {cfg.epochs} epochs")
+
+    with _policy(cfg.precision), _strategy_scope(cfg.strategy):
+        if state:
+            model = keras.models.load_model(_last_path(out))
+        else:
+            model = compile_unet(_initial_model(cfg), cfg.learning_rate)
+
+    train_ds = SliceDataset(
+        train_set, cfg.batch_size, augment=cfg.augment, crop_size=cfg.crop_size,
+        positive_fraction=cfg.positive_fraction, shuffle=True, seed=cfg.seed,
+        samples_per_epoch=cfg.samples_per_epoch, workers=cfg.workers,
+        use_multiprocessing=False,
+    )
+    val_ds = SliceDataset(val_set, cfg.batch_size) if len(val_set) else None
+    monitor, mode = ("val_patient_dice", "max") if val_ds else ("loss", "min")
+    stopper = StopCallback(stop_event, cfg.time_budget_min * 60 if cfg.time_budget_min else None)
+    checkpoint = CheckpointCallback(
+        out, monitor, mode, _float32_twin(cfg.base_filters), best=state["best"] if state else None
+    )
+    cbs: list[keras.callbacks.Callback] = []
+    if val_ds:
+        cbs.append(PatientDiceCallback(val_set, cfg.batch_size))
+    cbs += [
+        checkpoint,
+        keras.callbacks.ReduceLROnPlateau(monitor, factor=0.5, patience=cfg.lr_patience, mode=mode, min_lr=cfg.min_lr),
+        keras.callbacks.EarlyStopping(monitor, patience=cfg.patience, mode=mode),
+        stopper,
+    ]
+    if cfg.log_csv:
+        cbs.append(keras.callbacks.CSVLogger(cfg.log_csv, append=bool(state)))
+    cbs += list(callbacks)
+    with _policy(cfg.precision):
+        history = model.fit(
+            train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=initial_epoch,
+            callbacks=cbs, verbose=verbose,
+        )
+    hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    epochs_run = len(next(iter(hist.values()), []))
+    if not out.exists():  # stopped before the first epoch ended: keep nothing half-done
+        return TrainResult(out, None, None, epochs_run, hist, split, True)
+    atomic_write(
+        out.with_name(out.stem + ".split.json"), lambda tmp: tmp.write_text(json.dumps(split, indent=1))
+    )
+    return TrainResult(
+        out=out,
+        best_epoch=checkpoint.best_epoch,
+        best_val_patient_dice=checkpoint.best if monitor == "val_patient_dice" else None,
+        epochs_run=epochs_run,
+        history=hist,
+        split=split,
+        stopped_early=stopper.stopped,
+    )
+
+
+def config_dict(cfg: TrainConfig) -> dict:
+    return asdict(cfg)
