@@ -203,7 +203,10 @@ def write_labels_tiff(path: str | os.PathLike, labels: np.ndarray) -> Path:
     import tifffile
 
     data = np.ascontiguousarray(labels, dtype=np.uint8)
-    return atomic_write(path, lambda tmp: tifffile.imwrite(tmp, data, compression="zlib"))
+    # minisblack: without it tifffile stores a (3|4, Y, X) volume as one RGB(A) image
+    return atomic_write(
+        path, lambda tmp: tifffile.imwrite(tmp, data, compression="zlib", photometric="minisblack")
+    )
 
 
 def write_kaggle_masks(

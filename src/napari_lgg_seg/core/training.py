@@ -61,6 +61,7 @@ class TrainResult:
     history: dict[str, list[float]] = field(default_factory=dict)
     split: dict[str, list[str]] = field(default_factory=dict)
     stopped_early: bool = False
+    replicas: int = 1
 
 
 def _state_path(out: Path) -> Path:
@@ -290,7 +291,7 @@ def train(
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
     epochs_run = len(next(iter(hist.values()), []))
     if not out.exists():  # stopped before the first epoch ended: keep nothing half-done
-        return TrainResult(out, None, None, epochs_run, hist, split, True)
+        return TrainResult(out, None, None, epochs_run, hist, split, True, _replicas(model))
     atomic_write(
         out.with_name(out.stem + ".split.json"), lambda tmp: tmp.write_text(json.dumps(split, indent=1))
     )
@@ -302,7 +303,13 @@ def train(
         history=hist,
         split=split,
         stopped_early=stopper.stopped,
+        replicas=_replicas(model),
     )
+
+
+def _replicas(model: keras.Model) -> int:
+    strategy = getattr(model, "distribute_strategy", None)
+    return int(getattr(strategy, "num_replicas_in_sync", 1))
 
 
 def config_dict(cfg: TrainConfig) -> dict:

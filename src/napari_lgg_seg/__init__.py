@@ -1,0 +1,48 @@
+"""napari-lgg-seg: segment lower-grade glioma FLAIR abnormality in brain MRI with a U-Net.
+
+The public API is importable from here. Functions that need TensorFlow import it only
+when they are called, so ``import napari_lgg_seg`` and reading files stay light.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+from .core.errors import Cancelled, InputError, LGGSegError, ModelError
+from .core.io import PatientStack, read_patient, write_kaggle_masks, write_labels_tiff
+from .core.metrics import abnormality_volume, dice, iou, per_slice
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "segment_volume": "napari_lgg_seg.core.inference",
+    "load_model": "napari_lgg_seg.core.model",
+    "build_unet": "napari_lgg_seg.core.model",
+    "save_model": "napari_lgg_seg.core.model",
+    "train": "napari_lgg_seg.core.training",
+    "TrainConfig": "napari_lgg_seg.core.training",
+    "evaluate": "napari_lgg_seg.core.evaluation",
+    "split_patients": "napari_lgg_seg.core.splits",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .core.evaluation import evaluate
+    from .core.inference import segment_volume
+    from .core.model import build_unet, load_model, save_model
+    from .core.splits import split_patients
+    from .core.training import TrainConfig, train
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'napari_lgg_seg' has no attribute {name!r}")
+
+
+__all__ = [
+    "Cancelled", "InputError", "LGGSegError", "ModelError", "PatientStack", "abnormality_volume",
+    "build_unet", "dice", "evaluate", "iou", "load_model", "per_slice", "read_patient",
+    "save_model", "segment_volume", "split_patients", "train", "TrainConfig",
+    "write_kaggle_masks", "write_labels_tiff",
+]

@@ -1,0 +1,184 @@
+"""Qt-free helpers shared by the reader, the sample data and the widgets.
+
+Everything here works on numpy arrays, ``PatientStack`` objects and napari layers (duck
+typed: ``.data``, ``.name``, ``.metadata``, ``.scale``, ``.rgb``), never on Qt, and never
+imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..core.errors import InputError, LGGSegError
+from ..core.io import PatientStack
+from ..core.metrics import abnormality_volume
+
+GROUND_TRUTH = "ground truth"
+SEGMENTATION_SUFFIX = " segmentation"
+
+
+# --------------------------------------------------------------------------- reading
+def stack_layer_data(stack: PatientStack) -> list[tuple]:
+    """napari layer-data tuples for a patient: the MRI image, plus 'ground truth' labels."""
+    rgb = stack.image.ndim == 4
+    meta = {
+        "patient_id": stack.patient_id,
+        "slice_files": list(stack.slice_files),
+        "source": str(stack.source) if stack.source is not None else None,
+    }
+    layers: list[tuple] = [
+        (stack.image, {"name": stack.patient_id, "rgb": rgb, "metadata": dict(meta)}, "image")
+    ]
+    if stack.mask is not None:
+        layers.append(
+            (
+                stack.mask,
+                {"name": GROUND_TRUTH, "opacity": 0.5, "metadata": {"patient_id": stack.patient_id,
+                                                                     "source": meta["source"]}},
+                "labels",
+            )
+        )
+    return layers
+
+
+# --------------------------------------------------------------------------- layers -> arrays
+def image_volume(layer) -> np.ndarray:
+    """The array of an image layer as ``segment_volume`` takes it: (Z, Y, X[, 3]) or (Y, X[, 3])."""
+    if getattr(layer, "multiscale", False):
+        raise InputError(f"layer '{layer.name}': multiscale images are not supported; open level 0")
+    data = np.asarray(layer.data)
+    rgb = bool(getattr(layer, "rgb", False))
+    spatial = data.ndim - (1 if rgb else 0)
+    if rgb and data.shape[-1] not in (3, 4):
+        raise InputError(f"layer '{layer.name}': RGB data must have 3 or 4 channels, not {data.shape[-1]}")
+    if spatial not in (2, 3):
+        raise InputError(
+            f"layer '{layer.name}': data of shape {data.shape} is not a slice or a volume; "
+            "expected (Z, Y, X), (Z, Y, X, 3), (Y, X) or (Y, X, 3)"
+        )
+    if not rgb and spatial == 3 and data.shape[-1] in (3, 4) and min(data.shape[:2]) > 4:
+        # core would read a grey (Y, X, 3) array as one RGB slice; napari shows it as 3 slices
+        raise InputError(
+            f"layer '{layer.name}': grey volume of shape {data.shape} has only {data.shape[-1]} "
+            "columns; if it is an RGB slice, open it with rgb=True"
+        )
+    return data
+
+
+def spatial_shape(layer) -> tuple[int, ...]:
+    data = layer.data
+    shape = tuple(data.shape)
+    return shape[:-1] if getattr(layer, "rgb", False) else shape
+
+
+def mask_from_layer(layer) -> np.ndarray:
+    """A binary (0/1 uint8) mask from a Labels layer (non-zero = foreground) or a binary Image."""
+    data = np.asarray(layer.data)
+    if getattr(layer, "rgb", False):
+        raise InputError(f"layer '{layer.name}' is an RGB image, not a mask")
+    if type(layer).__name__ != "Labels" and data.dtype != bool:
+        values = np.unique(data)
+        if values.size > 2 or (values.size == 2 and values[0] != 0):
+            shown = ", ".join(f"{v:g}" for v in values[:5])
+            raise InputError(
+                f"layer '{layer.name}' is not a binary mask (values {shown}{', ...' if values.size > 5 else ''}); "
+                "use a Labels layer or an image holding only 0 and one other value"
+            )
+    return (data > 0).astype(np.uint8)
+
+
+def patient_id_of(layer) -> str:
+    meta = getattr(layer, "metadata", None) or {}
+    return str(meta.get("patient_id") or layer.name)
+
+
+def stacks_from_layer_pairs(pairs: Sequence[tuple[Any, Any]]) -> list[PatientStack]:
+    """(image layer, labels layer) pairs -> PatientStacks for training; checks the shapes."""
+    stacks: list[PatientStack] = []
+    seen: dict[str, int] = {}
+    for image_layer, labels_layer in pairs:
+        image = image_volume(image_layer)
+        mask = mask_from_layer(labels_layer)
+        want = spatial_shape(image_layer)
+        if mask.shape != want:
+            raise InputError(
+                f"labels '{labels_layer.name}' of shape {mask.shape} do not match image "
+                f"'{image_layer.name}' of shape {want}"
+            )
+        if len(want) == 2:
+            image, mask = image[None], mask[None]
+        pid = patient_id_of(image_layer)
+        if pid in seen:  # training splits by patient: keep two pairs of one id apart
+            seen[pid] += 1
+            pid = f"{pid}#{seen[pid]}"
+        else:
+            seen[pid] = 0
+        stacks.append(PatientStack(image=image, mask=mask, patient_id=pid, source=None))
+    if not stacks:
+        raise InputError("add at least one image + labels pair to train on")
+    return stacks
+
+
+# --------------------------------------------------------------------------- results
+def labels_digest(data) -> str:
+    """A fingerprint of a labels array, to tell whether it was edited since we wrote it."""
+    arr = np.ascontiguousarray(np.asarray(data))
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{arr.shape}{arr.dtype}".encode())
+    h.update(arr.view(np.uint8).reshape(-1) if arr.size else b"")
+    return h.hexdigest()
+
+
+def segmentation_metadata(
+    model_info: dict, *, threshold: float, min_size: int, image_layer, labels: np.ndarray
+) -> dict:
+    """Metadata stored on a segmentation layer (and read back by the writers)."""
+    return {
+        "model": str(model_info.get("name", "unknown")),
+        "version": str(model_info.get("version", "")),
+        "threshold": float(threshold),
+        "min_size": int(min_size),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "image": image_layer.name,
+        "patient_id": patient_id_of(image_layer),
+        "digest": labels_digest(labels),
+    }
+
+
+def was_edited(layer) -> bool:
+    """True when a segmentation layer's data no longer matches what the widget wrote."""
+    digest = (getattr(layer, "metadata", None) or {}).get("digest")
+    return digest is None or digest != labels_digest(layer.data)
+
+
+def voxel_size(scale: Sequence[float]) -> tuple[float, ...] | None:
+    """The scale as a voxel size in mm, or None when it is the default (all 1)."""
+    s = tuple(float(v) for v in scale)
+    return None if all(abs(v - 1.0) < 1e-12 for v in s) else s
+
+
+def volume_summary(labels: np.ndarray, scale: Sequence[float]) -> dict:
+    return abnormality_volume(labels, voxel_size(scale))
+
+
+def format_volume(summary: dict) -> str:
+    text = f"Abnormality: {summary['voxels']:,} voxels"
+    if summary.get("mm3") is not None:
+        text += f" ({summary['mm3']:,.1f} mm³, {summary['mm3'] / 1000:,.2f} ml)"
+    n = summary["slices"]
+    return text + f" in {n} slice{'s' if n != 1 else ''}"
+
+
+def readable_error(exc: BaseException) -> str:
+    """A one-line message for a notification."""
+    if isinstance(exc, LGGSegError):
+        return str(exc)
+    if isinstance(exc, MemoryError):
+        return "Not enough memory; try a smaller batch size"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__

@@ -1,0 +1,131 @@
+"""The models the widgets can run: a small shared registry and a loading cache.
+
+The registry is module-level so that a model trained in the Train widget shows up in
+every Segment widget. Loading imports TensorFlow, so ``load`` is only called in workers.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from psygnal import Signal
+
+from ..core.errors import ModelError
+
+BUNDLED = "bundled"
+FILE = "file"
+TRAINED = "trained"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    label: str
+    path: str | None  # None: the bundled model
+    kind: str = FILE
+
+    @property
+    def is_bundled(self) -> bool:
+        return self.path is None
+
+
+BUNDLED_SOURCE = ModelSource("Bundled U-Net", None, BUNDLED)
+
+
+class ModelRegistry:
+    """Ordered, de-duplicated model sources; ``changed`` fires after every change."""
+
+    changed = Signal()
+
+    def __init__(self) -> None:
+        self._items: list[ModelSource] = [BUNDLED_SOURCE]
+        self._lock = threading.Lock()
+
+    def __iter__(self):
+        return iter(list(self._items))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def items(self) -> list[ModelSource]:
+        return list(self._items)
+
+    def add(self, path: str | os.PathLike, kind: str = FILE, label: str | None = None) -> ModelSource:
+        """Add (or move to the end) a model file; returns its source."""
+        p = str(Path(path).expanduser().resolve())
+        if label is None:
+            label = f"{'trained' if kind == TRAINED else 'file'}: {Path(p).name}"
+        src = ModelSource(label, p, kind)
+        with self._lock:
+            self._items = [s for s in self._items if s.path != p] + [src]
+        self.changed.emit()
+        return src
+
+    def remove(self, source: ModelSource) -> None:
+        if source.is_bundled:
+            return
+        with self._lock:
+            self._items = [s for s in self._items if s != source]
+        self.changed.emit()
+
+    def reset(self) -> None:
+        """Back to just the bundled model (used by tests)."""
+        with self._lock:
+            self._items = [BUNDLED_SOURCE]
+        _CACHE.clear()
+        self.changed.emit()
+
+
+MODELS = ModelRegistry()
+
+_CACHE: dict[tuple, object] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _cache_key(source: ModelSource) -> tuple:
+    if source.is_bundled:
+        from ..core.model import BUNDLED_CONFIG
+
+        stamp = BUNDLED_CONFIG.stat().st_mtime_ns if BUNDLED_CONFIG.exists() else None
+        return (None, stamp)
+    p = Path(source.path)
+    return (str(p), p.stat().st_mtime_ns if p.exists() else None)
+
+
+def load(source: ModelSource):
+    """Load (once per file version) the Keras model of a source. Imports TensorFlow."""
+    from ..core.model import load_model
+
+    key = _cache_key(source)
+    with _CACHE_LOCK:
+        model = _CACHE.get(key)
+        if model is None:
+            model = load_model(source.path)
+            for old in [k for k in _CACHE if k[0] == key[0]]:
+                del _CACHE[old]
+            _CACHE[key] = model
+    return model
+
+
+def model_info(model) -> dict:
+    from ..core.model import model_name
+
+    info = dict(getattr(model, "lgg_info", None) or {})
+    info.setdefault("name", model_name(model))
+    info.setdefault("version", "")
+    return info
+
+
+def base_filters_of(init_from: str) -> int:
+    """Filters of the first level of the U-Net that training would start from."""
+    from ..core.model import bundled_info, load_model
+
+    if init_from == BUNDLED:
+        return int(bundled_info()["base_filters"])
+    model = load_model(init_from)
+    try:
+        return int(model.get_layer("enc0_conv1").filters)
+    except (ValueError, AttributeError):
+        raise ModelError(f"{init_from}: not a U-Net of this plugin; cannot fine-tune it") from None

@@ -1,0 +1,121 @@
+"""Small Qt pieces shared by the dock widgets: layer pickers, plots, confirmation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from qtpy.QtWidgets import QComboBox, QMessageBox, QSizePolicy, QVBoxLayout, QWidget
+
+
+class LayerComboBox(QComboBox):
+    """A combo box of the viewer's layers that pass ``accept``, kept up to date."""
+
+    def __init__(self, viewer, accept: Callable[[object], bool], parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer = viewer
+        self.accept = accept
+        self.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.setMinimumContentsLength(12)
+        viewer.layers.events.inserted.connect(self._on_inserted)
+        viewer.layers.events.removed.connect(self.refresh)
+        viewer.layers.events.moved.connect(self.refresh)
+        for layer in viewer.layers:
+            layer.events.name.connect(self.refresh)
+        self.refresh()
+
+    def _on_inserted(self, event=None) -> None:
+        layer = getattr(event, "value", None)
+        if layer is not None:
+            layer.events.name.connect(self.refresh)
+        self.refresh()
+
+    def refresh(self, *_args) -> None:
+        try:
+            current = self.currentText()
+        except RuntimeError:  # the Qt object is gone
+            return
+        names = [layer.name for layer in reversed(self.viewer.layers) if self.accept(layer)]
+        self.blockSignals(True)
+        self.clear()
+        self.addItems(names)
+        if current in names:
+            self.setCurrentIndex(names.index(current))
+        self.blockSignals(False)
+        if current not in names:
+            self.currentIndexChanged.emit(self.currentIndex())
+
+    def layer(self):
+        name = self.currentText()
+        return self.viewer.layers[name] if name and name in self.viewer.layers else None
+
+    def set_layer(self, layer_or_name) -> None:
+        name = getattr(layer_or_name, "name", layer_or_name)
+        idx = self.findText(name)
+        if idx < 0:
+            raise ValueError(f"no layer {name!r} among the choices")
+        self.setCurrentIndex(idx)
+
+
+def ask_yes_no(parent: QWidget | None, title: str, text: str) -> bool:
+    answer = QMessageBox.question(
+        parent, title, text, QMessageBox.Yes | QMessageBox.No, QMessageBox.No
+    )
+    return answer == QMessageBox.Yes
+
+
+def theme_colors(viewer) -> dict[str, str]:
+    try:
+        from napari.utils.theme import get_theme
+
+        theme = get_theme(viewer.theme)
+        return {
+            "bg": theme.background.as_hex(),
+            "fg": theme.text.as_hex(),
+            "grid": theme.primary.as_hex(),
+        }
+    except Exception:  # unknown theme: matplotlib defaults
+        return {"bg": "#ffffff", "fg": "#000000", "grid": "#cccccc"}
+
+
+class PlotCanvas(QWidget):
+    """A matplotlib figure with ``n`` stacked axes, themed like the viewer."""
+
+    def __init__(self, viewer, titles: Sequence[str], parent: QWidget | None = None, height: float = 1.6):
+        super().__init__(parent)
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.colors = theme_colors(viewer)
+        self.figure = Figure(figsize=(3.2, height * len(titles)), facecolor=self.colors["bg"], layout="constrained")
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
+        self.canvas.setMinimumHeight(int(90 * len(titles)))
+        self.axes = [self.figure.add_subplot(len(titles), 1, i + 1) for i in range(len(titles))]
+        self.titles = list(titles)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.canvas)
+        self.clear()
+
+    def clear(self) -> None:
+        for ax, title in zip(self.axes, self.titles):
+            ax.clear()
+            self._style(ax, title)
+        self.canvas.draw_idle()
+
+    def _style(self, ax, title: str) -> None:
+        c = self.colors
+        ax.set_facecolor(c["bg"])
+        ax.set_title(title, color=c["fg"], fontsize=8, loc="left")
+        ax.tick_params(colors=c["fg"], labelsize=7)
+        for spine in ax.spines.values():
+            spine.set_color(c["grid"])
+        ax.grid(True, color=c["grid"], linewidth=0.5, alpha=0.6)
+
+    def draw(self) -> None:
+        for ax in self.axes:
+            if ax.get_legend_handles_labels()[0]:
+                leg = ax.legend(fontsize=7, facecolor=self.colors["bg"], edgecolor=self.colors["grid"],
+                                labelcolor=self.colors["fg"], loc="best")
+                leg.get_frame().set_alpha(0.8)
+        self.canvas.draw_idle()

@@ -1,0 +1,179 @@
+"""Metrics dock widget: Dice and IoU of two masks, per volume and per slice."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from napari.layers import Image, Labels
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core.errors import InputError, LGGSegError
+from ..core.io import atomic_write
+from ..core.metrics import dice, iou, per_slice
+from ._layers import mask_from_layer, spatial_shape
+from ._qt_common import LayerComboBox, PlotCanvas
+
+COLUMNS = ("slice", "dice", "iou", "voxels_a", "voxels_b")
+HEADERS = ("Slice", "Dice", "IoU", "Voxels A", "Voxels B")
+
+
+def _is_mask_candidate(layer) -> bool:
+    return isinstance(layer, Labels) or (isinstance(layer, Image) and not layer.rgb and not layer.multiscale)
+
+
+def compare_layers(layer_a, layer_b) -> tuple[dict, list[dict]]:
+    """Volume Dice/IoU and per-slice rows of two mask layers; InputError on a shape mismatch."""
+    shape_a, shape_b = spatial_shape(layer_a), spatial_shape(layer_b)
+    if shape_a != shape_b:
+        raise InputError(
+            f"'{layer_a.name}' {shape_a} and '{layer_b.name}' {shape_b} differ in shape; "
+            "Dice and IoU compare two masks of one shape"
+        )
+    a, b = mask_from_layer(layer_a), mask_from_layer(layer_b)
+    total = {"dice": dice(a, b), "iou": iou(a, b), "voxels_a": int(a.sum()), "voxels_b": int(b.sum())}
+    return total, per_slice(a, b)
+
+
+def write_rows_csv(path: str | Path, rows: list[dict], names: tuple[str, str]) -> Path:
+    """Write per-slice rows as CSV, atomically; the header names the two layers."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["slice", "dice", "iou", f"voxels_a ({names[0]})", f"voxels_b ({names[1]})"])
+            for r in rows:
+                w.writerow([r["slice"], f"{r['dice']:.6f}", f"{r['iou']:.6f}", r["voxels_a"], r["voxels_b"]])
+
+    return atomic_write(path, write)
+
+
+class MetricsWidget(QWidget):
+    """Compare two masks (Labels, or binary Image layers) of the same shape."""
+
+    def __init__(self, napari_viewer, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.rows: list[dict] = []
+        self.total: dict | None = None
+        self._names = ("A", "B")
+
+        self.combo_a = LayerComboBox(napari_viewer, _is_mask_candidate, self)
+        self.combo_b = LayerComboBox(napari_viewer, _is_mask_candidate, self)
+        if self.combo_b.count() > 1:
+            self.combo_b.setCurrentIndex(1)
+        self.compute_button = QPushButton("Compute", self)
+        self.export_button = QPushButton("Export CSV…", self)
+        self.export_button.setEnabled(False)
+        self.summary = QLabel("", self)
+        self.summary.setWordWrap(True)
+        self.table = QTableWidget(0, len(COLUMNS), self)
+        self.table.setHorizontalHeaderLabels(HEADERS)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
+        self.table.setMinimumHeight(140)
+        self.plot = PlotCanvas(napari_viewer, ["Per-slice overlap"], self, height=1.8)
+
+        form = QFormLayout()
+        form.addRow("Mask A", self.combo_a)
+        form.addRow("Mask B", self.combo_b)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.compute_button)
+        buttons.addWidget(self.export_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.summary)
+        layout.addWidget(self.table, 1)
+        layout.addWidget(self.plot, 1)
+
+        self.compute_button.clicked.connect(self.compute)
+        self.export_button.clicked.connect(self._export_dialog)
+        self.table.cellClicked.connect(self._go_to_slice)
+
+    def set_layers(self, layer_a, layer_b) -> None:
+        self.combo_a.set_layer(layer_a)
+        self.combo_b.set_layer(layer_b)
+
+    def compute(self) -> bool:
+        a, b = self.combo_a.layer(), self.combo_b.layer()
+        if a is None or b is None:
+            return self._fail("Choose two mask layers (Labels, or binary images)")
+        try:
+            total, rows = compare_layers(a, b)
+        except LGGSegError as exc:
+            return self._fail(str(exc))
+        self.total, self.rows, self._names = total, rows, (a.name, b.name)
+        self.summary.setText(
+            f"Dice {total['dice']:.4f}   IoU {total['iou']:.4f}\n"
+            f"A '{a.name}': {total['voxels_a']:,} voxels;  B '{b.name}': {total['voxels_b']:,} voxels"
+        )
+        self._fill_table(rows)
+        self._plot(rows)
+        self.export_button.setEnabled(True)
+        return True
+
+    def _fail(self, message: str) -> bool:
+        self.total, self.rows = None, []
+        self.table.setRowCount(0)
+        self.plot.clear()
+        self.export_button.setEnabled(False)
+        self.summary.setText(message)
+        show_error(message)
+        return False
+
+    def _fill_table(self, rows: list[dict]) -> None:
+        self.table.setRowCount(len(rows))
+        for i, r in enumerate(rows):
+            values = (str(r["slice"]), f"{r['dice']:.3f}", f"{r['iou']:.3f}", str(r["voxels_a"]), str(r["voxels_b"]))
+            for j, text in enumerate(values):
+                item = QTableWidgetItem(text)
+                item.setTextAlignment(int(Qt.AlignRight | Qt.AlignVCenter))
+                self.table.setItem(i, j, item)
+
+    def _plot(self, rows: list[dict]) -> None:
+        self.plot.clear()
+        ax = self.plot.axes[0]
+        xs = [r["slice"] for r in rows]
+        ax.plot(xs, [r["dice"] for r in rows], "o-", color="#4c9be8", markersize=3, linewidth=1, label="Dice")
+        ax.plot(xs, [r["iou"] for r in rows], "s--", color="#f0a030", markersize=3, linewidth=1, label="IoU")
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_xlabel("slice", color=self.plot.colors["fg"], fontsize=7)
+        self.plot.draw()
+
+    def _go_to_slice(self, row: int, _col: int) -> None:
+        if 0 <= row < len(self.rows) and self.viewer.dims.ndim >= 3:
+            self.viewer.dims.set_current_step(0, self.rows[row]["slice"])
+
+    def export_csv(self, path: str | Path) -> Path:
+        """Write the per-slice table to ``path`` (atomically)."""
+        if not self.rows:
+            raise InputError("nothing to export; compute the metrics first")
+        return write_rows_csv(path, self.rows, self._names)
+
+    def _export_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export per-slice metrics", "metrics.csv", "CSV (*.csv)")
+        if not path:
+            return
+        try:
+            out = self.export_csv(path)
+        except (LGGSegError, OSError) as exc:
+            show_error(str(exc))
+            return
+        show_info(f"Saved {out}")

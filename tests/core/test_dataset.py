@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+
+from napari_lgg_seg import InputError, PatientStack
+from napari_lgg_seg.core.augment import AugmentConfig, grey_values, sample_coordinates, warp
+from napari_lgg_seg.core.dataset import SliceDataset, slices_from_stacks
+
+from ..conftest import synthetic_patient
+
+
+def stacks(n=3, size=32):
+    out = []
+    for i in range(n):
+        img, msk = synthetic_patient(6, size, seed=i)
+        out.append(PatientStack(img, msk, f"TCGA_AA_{i:04d}_1"))
+    return out
+
+
+def test_slice_set_resizes_to_model_input():
+    data = slices_from_stacks(stacks())
+    assert data.images.shape == (18, 256, 256, 3) and data.masks.shape == (18, 256, 256)
+    assert set(np.unique(data.masks)) == {0, 1}
+    assert data.patient_ids() == ["TCGA_AA_0000_1", "TCGA_AA_0001_1", "TCGA_AA_0002_1"]
+    assert len(data.subset(["TCGA_AA_0001_1"])) == 6
+
+
+def test_training_data_errors():
+    img, _ = synthetic_patient()
+    with pytest.raises(InputError, match="has no masks"):
+        slices_from_stacks([PatientStack(img, None, "P")])
+    with pytest.raises(InputError, match="no patients"):
+        slices_from_stacks([])
+
+
+def test_batches_shapes_binary_masks_and_epoch_reshuffle():
+    data = slices_from_stacks(stacks())
+    ds = SliceDataset(data, 4, augment=True, crop_size=64, positive_fraction=0.5, shuffle=True, seed=1)
+    assert len(ds) == 5
+    x, y = ds[0]
+    assert x.shape == (4, 64, 64, 3) and y.shape == (4, 64, 64, 1)
+    assert x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1
+    assert set(np.unique(y)) <= {0.0, 1.0}
+    first = ds._order.copy()
+    ds.on_epoch_end()
+    assert not np.array_equal(first, ds._order)
+    pos = np.isin(ds._order, ds._positive).mean()
+    assert 0.3 < pos < 0.7
+    plain = SliceDataset(data, 4)
+    x, y = plain[0]
+    assert x.shape == (4, 256, 256, 3)
+    np.testing.assert_array_equal(x[0], data.images[0] / np.float32(255))
+
+
+def test_same_geometric_transform_for_image_and_mask():
+    rng = np.random.default_rng(0)
+    image = np.zeros((64, 64, 3), np.float32)
+    mask = np.zeros((64, 64), np.uint8)
+    image[20:40, 25:45] = 1.0
+    mask[20:40, 25:45] = 1
+    for _ in range(5):
+        coords = sample_coordinates(rng, (64, 64), (64, 64), (31.5, 31.5), AugmentConfig())
+        img, msk = warp(image, mask, coords)
+        assert set(np.unique(msk)) <= {0.0, 1.0}
+        inside = img[..., 0] > 0.5
+        assert (inside == (msk > 0)).mean() > 0.97  # image follows the mask
+
+
+def test_identity_without_augmentation_and_grey_values():
+    rng = np.random.default_rng(0)
+    image = rng.random((16, 16, 3)).astype(np.float32)
+    coords = sample_coordinates(rng, (16, 16), (16, 16), (7.5, 7.5), None)
+    img, _ = warp(image, np.zeros((16, 16), np.uint8), coords)
+    np.testing.assert_allclose(img, image, atol=1e-6)
+    out = grey_values(rng, image, AugmentConfig())
+    assert out.shape == image.shape and 0 <= out.min() and out.max() <= 1 and not np.allclose(out, image)

@@ -1,0 +1,45 @@
+import json
+
+import numpy as np
+import pytest
+
+from napari_lgg_seg import InputError
+from napari_lgg_seg.core.evaluation import PatientScore, evaluate, summarize
+
+from ..conftest import write_kaggle_patient
+
+
+class MaskOracle:
+    """Predicts 'bright pixel' as abnormality: right on the synthetic blob patients."""
+
+    input_shape = (None, 256, 256, 3)
+    name = "oracle"
+
+    def predict_on_batch(self, x):
+        return (x[..., :1] > 0.7).astype(np.float32)
+
+
+def test_evaluate_report_and_json(tmp_path):
+    for i in range(2):
+        write_kaggle_patient(tmp_path / "data", f"TCGA_AA_000{i}_1", seed=i)
+    report = evaluate(tmp_path / "data", MaskOracle())
+    assert [p.patient for p in report.patients] == ["TCGA_AA_0000_1", "TCGA_AA_0001_1"]
+    s = report.summary
+    assert s["n_patients"] == 2 and s["dice_mean"] > 0.9 and s["dice_min"] > 0.9
+    assert s["slice_sensitivity"] == 1.0 and s["slice_specificity"] == 1.0
+    assert "per-patient Dice mean" in report.format()
+    out = report.to_json(tmp_path / "r.json")
+    assert json.loads(out.read_text())["summary"]["n_patients"] == 2
+    with pytest.raises(InputError, match="patients not found"):
+        evaluate(tmp_path / "data", MaskOracle(), patients=["TCGA_ZZ"])
+
+
+def test_summary_figures():
+    t = [np.array([[[1, 1], [0, 0]], [[0, 0], [0, 0]]]), np.array([[[0, 0], [0, 0]]])]
+    p = [np.array([[[1, 0], [0, 0]], [[0, 1], [0, 0]]]), np.array([[[0, 0], [0, 0]]])]
+    scores = [PatientScore("a", 2, 0.5, 1 / 3, 2, 2), PatientScore("b", 1, 1.0, 1.0, 0, 0)]
+    s = summarize(scores, t, p)
+    assert s["dice_mean"] == 0.75 and s["dice_median"] == 0.75 and s["dice_min"] == 0.5
+    assert s["pooled_dice"] == pytest.approx(2 * 1 / 4)
+    assert s["slice_dice_positive_mean"] == pytest.approx(2 / 3)
+    assert s["slice_sensitivity"] == 1.0 and s["slice_specificity"] == 0.5

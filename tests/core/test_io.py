@@ -1,0 +1,114 @@
+import numpy as np
+import pytest
+import tifffile
+
+from napari_lgg_seg import InputError, read_patient, write_kaggle_masks, write_labels_tiff
+from napari_lgg_seg.core.io import find_patient_folders, is_readable
+
+from ..conftest import requires_real_data, REAL_PATIENTS, synthetic_patient, write_kaggle_patient
+
+
+def test_kaggle_folder_numeric_order(kaggle_patient):
+    st = read_patient(kaggle_patient)
+    assert st.image.shape == (12, 32, 32, 3) and st.image.dtype == np.uint8
+    assert st.mask.shape == (12, 32, 32) and set(np.unique(st.mask)) <= {0, 1}
+    numbers = [int(f.rsplit("_", 1)[1].split(".")[0]) for f in st.slice_files]
+    assert numbers == list(range(1, 13))  # 1, 2, ..., 10, not 1, 10, 2
+    expected, _ = synthetic_patient(12, 32, 0)
+    np.testing.assert_array_equal(st.image, expected)
+    assert st.patient_id == "TCGA_XX_0001_20000101"
+
+
+def test_folder_without_masks_has_no_ground_truth(tmp_path):
+    d = write_kaggle_patient(tmp_path, masks=False)
+    assert read_patient(d).mask is None
+
+
+def test_multipage_grey_stack_and_single_slice(tmp_path):
+    vol = np.arange(5 * 20 * 24, dtype=np.uint16).reshape(5, 20, 24)
+    tifffile.imwrite(tmp_path / "stack.tif", vol)
+    st = read_patient(tmp_path / "stack.tif")
+    assert st.image.shape == (5, 20, 24) and st.mask is None and st.patient_id == "stack"
+    tifffile.imwrite(tmp_path / "one.tiff", np.zeros((20, 24, 3), np.uint8))
+    assert read_patient(tmp_path / "one.tiff").image.shape == (1, 20, 24, 3)
+
+
+def test_single_kaggle_slice_picks_up_its_mask(kaggle_patient):
+    st = read_patient(kaggle_patient / "TCGA_XX_0001_20000101_3.tif")
+    assert st.image.shape == (1, 32, 32, 3) and st.mask.shape == (1, 32, 32) and st.mask.any()
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda d: None, "folder is empty"),
+        (lambda d: (d / "notes.txt").write_text("x"), "no kaggle_3m slices"),
+        (lambda d: tifffile.imwrite(d / "P_1_mask.tif", np.zeros((8, 8), np.uint8)), "mask without its image"),
+    ],
+)
+def test_bad_folders(tmp_path, make, message):
+    make(tmp_path)
+    with pytest.raises(InputError, match=message):
+        read_patient(tmp_path)
+
+
+def test_mixed_sizes_and_corrupt_files(tmp_path):
+    tifffile.imwrite(tmp_path / "P_1.tif", np.zeros((8, 8, 3), np.uint8))
+    tifffile.imwrite(tmp_path / "P_2.tif", np.zeros((9, 8, 3), np.uint8))
+    with pytest.raises(InputError, match=r"P_2.tif: slice shape"):
+        read_patient(tmp_path)
+    bad = tmp_path / "fake.tif"
+    bad.write_text("this is not a tiff")
+    with pytest.raises(InputError, match=r"fake.tif: not a readable TIFF"):
+        read_patient(bad)
+    good = tmp_path / "trunc.tif"
+    tifffile.imwrite(good, np.ones((4, 64, 64), np.uint8))
+    good.write_bytes(good.read_bytes()[:300])
+    with pytest.raises(InputError, match="trunc.tif"):
+        read_patient(good)
+
+
+def test_non_binary_mask_and_5d(tmp_path):
+    tifffile.imwrite(tmp_path / "P_1.tif", np.zeros((8, 8, 3), np.uint8))
+    tifffile.imwrite(tmp_path / "P_1_mask.tif", np.full((8, 8), 7, np.uint8))
+    with pytest.raises(InputError, match="not binary"):
+        read_patient(tmp_path)
+    tifffile.imwrite(tmp_path / "five.tif", np.zeros((2, 3, 8, 8, 2), np.uint8))
+    with pytest.raises(InputError, match=r"five.tif: array of shape"):
+        read_patient(tmp_path / "five.tif")
+
+
+def test_writers_atomic_and_no_overwrite(tmp_path):
+    labels = np.zeros((3, 8, 8), np.uint8)
+    labels[1, 2:4, 2:4] = 1
+    out = write_labels_tiff(tmp_path / "seg.tif", labels)
+    np.testing.assert_array_equal(tifffile.imread(out), labels)
+    assert [p.name for p in tmp_path.iterdir()] == ["seg.tif"]  # no temp files left
+    with pytest.raises(InputError, match="does not exist"):
+        write_labels_tiff(tmp_path / "missing" / "seg.tif", labels)
+    files = write_kaggle_masks(tmp_path / "P", labels, "P")
+    assert [f.name for f in files] == ["P_1_mask.tif", "P_2_mask.tif", "P_3_mask.tif"]
+    assert tifffile.imread(files[1]).max() == 255
+    before = tifffile.imread(files[0]).copy()
+    with pytest.raises(InputError, match="refusing to overwrite"):
+        write_kaggle_masks(tmp_path / "P", labels + 1, "P")
+    np.testing.assert_array_equal(tifffile.imread(files[0]), before)
+
+
+def test_find_patient_folders_and_is_readable(tmp_path):
+    a = write_kaggle_patient(tmp_path, "TCGA_AA_0001_1")
+    write_kaggle_patient(tmp_path, "TCGA_AA_0002_1")
+    assert find_patient_folders(tmp_path)[0] == a and len(find_patient_folders(tmp_path)) == 2
+    assert is_readable(a) and not is_readable(tmp_path / "x.png")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="no patient folders"):
+        find_patient_folders(empty)
+
+
+@requires_real_data
+def test_real_patient():
+    st = read_patient(REAL_PATIENTS / "TCGA_HT_7686_19950629")
+    assert st.image.shape == (20, 256, 256, 3) and st.image.dtype == np.uint8
+    assert st.mask.shape == (20, 256, 256)
+    assert int(st.mask.reshape(20, -1).any(axis=1).sum()) == 10  # per MANIFEST.csv

@@ -1,0 +1,137 @@
+import json
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from napari_lgg_seg import InputError, ModelError, PatientStack
+from napari_lgg_seg.core.dataset import slices_from_stacks
+
+from ..conftest import synthetic_patient, write_kaggle_patient
+
+
+@pytest.fixture(scope="module")
+def small_data():
+    stacks = []
+    for i in range(4):
+        img, msk = synthetic_patient(4, 32, seed=i, tumour_slices=(1, 2))
+        stacks.append(PatientStack(img, msk, f"TCGA_AA_{i:04d}_1"))
+    return slices_from_stacks(stacks)
+
+
+def cfg(tmp_path, **kw):
+    from napari_lgg_seg.core.training import TrainConfig
+
+    base = dict(out=str(tmp_path / "m.keras"), epochs=1, batch_size=4, base_filters=2,
+                init_from="scratch", crop_size=64, samples_per_epoch=8, val_fraction=0.25,
+                augment=True)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_train_writes_best_model_log_and_split(tmp_path, small_data):
+    from napari_lgg_seg.core.model import load_model
+    from napari_lgg_seg.core.training import train
+
+    r = train(small_data, cfg(tmp_path, epochs=2, log_csv=str(tmp_path / "log.csv")), verbose=0)
+    assert r.out.exists() and r.epochs_run == 2 and r.best_val_patient_dice is not None
+    assert load_model(r.out).input_shape == (None, 256, 256, 3)  # exported for whole slices
+    assert len(r.split["val"]) == 1 and not set(r.split["val"]) & set(r.split["train"])
+    log = (tmp_path / "log.csv").read_text().splitlines()
+    assert log[0].startswith("epoch") and "val_patient_dice" in log[0] and len(log) == 3
+    assert {"loss", "dice", "iou", "val_loss", "val_dice", "val_iou"} <= set(r.history)
+    assert json.loads((tmp_path / "m.split.json").read_text()) == r.split
+
+
+def test_resume_continues_from_last_epoch(tmp_path, small_data):
+    from napari_lgg_seg.core.training import train
+
+    train(small_data, cfg(tmp_path, epochs=1, log_csv=str(tmp_path / "log.csv")), verbose=0)
+    r = train(small_data, cfg(tmp_path, epochs=2, resume=True, log_csv=str(tmp_path / "log.csv")), verbose=0)
+    assert r.epochs_run == 1
+    assert [line.split(",")[0] for line in (tmp_path / "log.csv").read_text().splitlines()[1:]] == ["0", "1"]
+
+
+def test_stop_event_keeps_previous_model_intact(tmp_path, small_data):
+    from napari_lgg_seg.core.training import train
+
+    out = tmp_path / "m.keras"
+    out.write_bytes(b"previous model bytes")
+    stop = threading.Event()
+    stop.set()
+    r = train(small_data, cfg(tmp_path), stop_event=stop, verbose=0)
+    assert r.stopped_early
+    # stopped after the first batch: the epoch ends and the model at `out` is whole
+    from napari_lgg_seg.core.model import load_model
+
+    assert r.epochs_run == 1 and load_model(out).input_shape == (None, 256, 256, 3)
+    assert not list(tmp_path.glob(".m.*"))  # no temp files left behind
+
+
+def test_init_from_file_and_wrong_architecture(tmp_path, small_data, tiny_model_path):
+    from napari_lgg_seg.core.training import train
+
+    r = train(small_data, cfg(tmp_path, init_from=str(tiny_model_path)), verbose=0)
+    assert r.out.exists()
+    with pytest.raises(ModelError, match="architecture differs"):
+        train(small_data, cfg(tmp_path, out=str(tmp_path / "x.keras"), base_filters=4,
+                              init_from=str(tiny_model_path)), verbose=0)
+    assert not (tmp_path / "x.keras").exists()
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(epochs=0), "epochs must be at least 1"),
+    (dict(batch_size=50, samples_per_epoch=None), "larger than the 12 training slices"),
+    (dict(val_patients=["TCGA_ZZ"]), "validation patients not in the data"),
+])
+def test_bad_training_settings(tmp_path, small_data, kw, message):
+    from napari_lgg_seg.core.training import train
+
+    with pytest.raises(InputError, match=message):
+        train(small_data, cfg(tmp_path, **kw), verbose=0)
+    assert not (tmp_path / "m.keras").exists()
+
+
+def test_bad_training_folders(tmp_path):
+    from napari_lgg_seg.core.training import train
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no patient folders"):
+        train(tmp_path / "empty", cfg(tmp_path))
+    write_kaggle_patient(tmp_path / "nomask", masks=False)
+    with pytest.raises(InputError, match="has no masks"):
+        train(tmp_path / "nomask", cfg(tmp_path))
+
+
+def test_mixed_slice_sizes_across_patients_are_resized(tmp_path):
+    from napari_lgg_seg.core.training import load_training_data
+
+    write_kaggle_patient(tmp_path, "TCGA_AA_0001_1", size=32)
+    write_kaggle_patient(tmp_path, "TCGA_AA_0002_1", size=48)
+    data = load_training_data(tmp_path)
+    assert data.images.shape[1:] == (256, 256, 3) and len(data) == 12
+
+
+MIRRORED = r"""
+import sys, numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from napari_lgg_seg import PatientStack
+from napari_lgg_seg.core.dataset import slices_from_stacks
+from napari_lgg_seg.core.training import TrainConfig, train
+rng = np.random.default_rng(0)
+stacks = [PatientStack(rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8),
+                       (rng.random((4, 32, 32)) > 0.8).astype(np.uint8), f"P{i}") for i in range(3)]
+r = train(slices_from_stacks(stacks), TrainConfig(out=sys.argv[1], epochs=1, batch_size=4, base_filters=2,
+          init_from="scratch", crop_size=64, samples_per_epoch=8, strategy="mirrored"), verbose=0)
+print("REPLICAS", r.replicas, r.out.exists())
+"""
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
+    out = subprocess.run([sys.executable, "-c", MIRRORED, str(tmp_path / "m.keras")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "REPLICAS 2 True" in out.stdout, out.stdout

@@ -1,0 +1,76 @@
+"""Fixtures for the napari layer: tiny synthetic kaggle_3m patients and tiny models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+PID = "TCGA_ZZ_0001_20000101"
+REAL_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "lgg" / "kaggle_3m"
+
+
+def make_patient_folder(root: Path, pid: str = PID, n: int = 6, size: int = 64, masks: bool = True,
+                        seed: int = 0) -> Path:
+    """A kaggle_3m patient folder: RGB uint8 slices with a bright disc marked in the masks."""
+    import tifffile
+
+    folder = Path(root) / pid
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    for i in range(n):
+        img = (rng.random((size, size, 3)) * 60).astype(np.uint8)
+        mask = np.zeros((size, size), np.uint8)
+        if 1 <= i <= n - 2:
+            r = size // 6 + i
+            mask[(yy - size // 2) ** 2 + (xx - size // 2 - i) ** 2 < r * r] = 1
+            img[mask > 0, 1] += 150  # brighter in FLAIR (green channel)
+        tifffile.imwrite(folder / f"{pid}_{i + 1}.tif", img)
+        if masks:
+            tifffile.imwrite(folder / f"{pid}_{i + 1}_mask.tif", mask * 255)
+    return folder
+
+
+@pytest.fixture
+def patient_folder(tmp_path) -> Path:
+    return make_patient_folder(tmp_path / "kaggle_3m")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory) -> Path:
+    """An untrained U-Net with 2 base filters and 64x64 input, saved as .keras."""
+    import keras
+
+    from napari_lgg_seg.core.model import build_unet, save_model
+
+    keras.utils.set_random_seed(0)
+    model = build_unet(base_filters=2, input_shape=(64, 64, 3))
+    return save_model(model, tmp_path_factory.mktemp("models") / "tiny.keras")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_model_registry():
+    from napari_lgg_seg.napari import _models
+
+    _models.MODELS.reset()
+    yield
+    _models.MODELS.reset()
+
+
+@pytest.fixture
+def error_messages():
+    """Messages of the error notifications shown during the test."""
+    from napari.utils.notifications import notification_manager
+
+    start = len(notification_manager.records)
+
+    def messages() -> list[str]:
+        return [str(n.message) for n in notification_manager.records[start:]
+                if str(getattr(n.severity, "value", n.severity)) == "error"]
+
+    return messages

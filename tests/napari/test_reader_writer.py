@@ -1,0 +1,223 @@
+"""npe2 reader, writers and sample data of the napari layer."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_lgg_seg.core.errors import InputError
+from napari_lgg_seg.core.io import read_patient
+from napari_lgg_seg.napari import _reader, _writer
+
+from .conftest import PID, REAL_DATA, make_patient_folder
+
+
+# --------------------------------------------------------------------------- reader
+def test_reader_opens_patient_folder(patient_folder):
+    reader = _reader.get_reader(str(patient_folder))
+    assert callable(reader)
+    layers = reader(str(patient_folder))
+    assert [lt for _, _, lt in layers] == ["image", "labels"]
+    (img, img_meta, _), (mask, mask_meta, _) = layers
+    assert img.shape == (6, 64, 64, 3) and img.dtype == np.uint8
+    assert img_meta["rgb"] is True and img_meta["name"] == PID
+    assert img_meta["metadata"]["patient_id"] == PID
+    assert img_meta["metadata"]["slice_files"] == [f"{PID}_{i}.tif" for i in range(1, 7)]
+    assert mask_meta["name"] == "ground truth" and mask.shape == (6, 64, 64)
+    assert set(np.unique(mask)) == {0, 1}
+    assert mask_meta["metadata"]["patient_id"] == PID
+
+
+def test_reader_without_masks_gives_only_the_image(tmp_path):
+    folder = make_patient_folder(tmp_path, masks=False)
+    layers = _reader.get_reader(str(folder))(str(folder))
+    assert [lt for _, _, lt in layers] == ["image"]
+
+
+def test_reader_grey_stack_and_single_slice(tmp_path):
+    grey = tmp_path / "flair.tif"
+    tifffile.imwrite(grey, np.arange(5 * 32 * 32, dtype=np.uint16).reshape(5, 32, 32))
+    (data, meta, kind), = _reader.get_reader(str(grey))(str(grey))
+    assert kind == "image" and data.shape == (5, 32, 32) and meta["rgb"] is False
+    assert meta["name"] == "flair"
+
+    folder = make_patient_folder(tmp_path / "k")
+    one = folder / f"{PID}_3.tif"
+    layers = _reader.get_reader(str(one))(str(one))
+    assert layers[0][0].shape == (1, 64, 64, 3) and layers[1][0].shape == (1, 64, 64)
+
+
+@pytest.mark.parametrize("what", ["text", "empty_dir", "dir_without_slices", "mask", "5d_tiff", "missing"])
+def test_reader_returns_none_for_paths_not_ours(tmp_path, what):
+    if what == "text":
+        path = tmp_path / "notes.txt"
+        path.write_text("hello")
+    elif what == "empty_dir":
+        path = tmp_path / "empty"
+        path.mkdir()
+    elif what == "dir_without_slices":
+        path = tmp_path / "other"
+        path.mkdir()
+        (path / "image.png").write_bytes(b"x")
+        tifffile.imwrite(path / "stack.tif", np.zeros((3, 8, 8), np.uint8))
+    elif what == "mask":
+        path = make_patient_folder(tmp_path) / f"{PID}_2_mask.tif"
+    elif what == "5d_tiff":
+        path = tmp_path / "movie.tif"
+        tifffile.imwrite(path, np.zeros((2, 3, 4, 8, 8), np.uint8))
+    else:
+        path = tmp_path / "nothing.tif"
+    assert _reader.get_reader(str(path)) is None
+
+
+def test_reader_raises_clear_message_for_broken_inputs(tmp_path):
+    folder = make_patient_folder(tmp_path)
+    (folder / f"{PID}_2.tif").unlink()  # a mask without its slice
+    reader = _reader.get_reader(str(folder))
+    assert reader is not None  # it looks like ours ...
+    with pytest.raises(InputError, match="mask without its image slice"):
+        reader(str(folder))  # ... so the user gets the reason
+
+    bad = tmp_path / "broken.tif"
+    bad.write_bytes(b"this is not a tiff")
+    with pytest.raises(InputError, match="not a readable TIFF"):
+        _reader.get_reader(str(bad))(str(bad))
+
+
+def test_reader_accepts_a_list_of_patients(tmp_path):
+    a = make_patient_folder(tmp_path, pid="TCGA_AA_0001_20000101")
+    b = make_patient_folder(tmp_path, pid="TCGA_BB_0002_20000101", n=4)
+    layers = _reader.get_reader([str(a), str(b)])([str(a), str(b)])
+    assert [m["name"] for _, m, t in layers if t == "image"] == ["TCGA_AA_0001_20000101", "TCGA_BB_0002_20000101"]
+    assert _reader.get_reader([str(a), str(tmp_path / "x.txt")]) is None
+
+
+def test_reader_and_manifest_do_not_import_tensorflow(patient_folder):
+    code = (
+        "import sys\n"
+        "from npe2 import PluginManifest\n"
+        "import napari_lgg_seg\n"
+        "from napari_lgg_seg.napari import _reader, _writer, _sample_data, _layers, _models\n"
+        "PluginManifest.from_file(napari_lgg_seg.__file__.replace('__init__.py', 'napari.yaml'))\n"
+        f"_reader.get_reader({str(patient_folder)!r})({str(patient_folder)!r})\n"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TF imported'\n"
+    )
+    import subprocess
+
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_viewer_opens_patient_with_plugin(make_napari_viewer, patient_folder):
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(patient_folder), plugin="napari-lgg-seg")
+    assert [l.name for l in layers] == [PID, "ground truth"]
+    image = viewer.layers[PID]
+    assert image.rgb and image.data.shape == (6, 64, 64, 3) and image.ndim == 3
+    assert viewer.layers["ground truth"].data.shape == (6, 64, 64)
+
+
+def test_viewer_shows_reader_error_message(make_napari_viewer, tmp_path):
+    folder = make_patient_folder(tmp_path)
+    (folder / f"{PID}_2.tif").unlink()
+    viewer = make_napari_viewer()
+    with pytest.raises(Exception, match="mask without its image slice"):
+        viewer.open(str(folder), plugin="napari-lgg-seg")
+
+
+@pytest.mark.real_data
+@pytest.mark.skipif(not REAL_DATA.is_dir(), reason=f"LGG data not found at {REAL_DATA}")
+def test_reader_on_a_real_patient():
+    folder = sorted(p for p in REAL_DATA.iterdir() if p.is_dir())[0]
+    layers = _reader.get_reader(str(folder))(str(folder))
+    img, meta, _ = layers[0]
+    assert img.ndim == 4 and img.shape[1:] == (256, 256, 3) and meta["name"] == folder.name
+    assert layers[1][0].shape == img.shape[:3]
+
+
+# --------------------------------------------------------------------------- writers
+def _labels(z=4, size=16):
+    lab = np.zeros((z, size, size), np.uint8)
+    lab[1:3, 4:10, 5:12] = 1
+    return lab
+
+
+def test_tiff_writer_round_trip_through_napari(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    viewer.add_labels(_labels(), name="seg")
+    out = tmp_path / "seg.tif"
+    written = viewer.layers.save(str(out), selected=False, plugin="napari-lgg-seg")
+    assert written == [str(out)]
+    back = tifffile.imread(out)
+    assert back.dtype == np.uint8 and np.array_equal(back, _labels())
+    # and our reader reads it back as a grey stack
+    assert _reader.get_reader(str(out)) is not None
+
+
+def test_tiff_writer_replaces_only_the_exact_path_and_refuses_folders(tmp_path):
+    out = tmp_path / "seg.tif"
+    out.write_bytes(b"old")
+    assert _writer.write_labels_tiff(str(out), _labels(), {"name": "seg"}) == [str(out)]
+    assert np.array_equal(tifffile.imread(out), _labels())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seg.tif"]  # no temp files left
+    with pytest.raises(_writer.WriteRefused, match="is a folder"):
+        _writer.write_labels_tiff(str(tmp_path), _labels(), {"name": "seg"})
+    with pytest.raises(_writer.WriteRefused, match="outside 0..255"):
+        _writer.write_labels_tiff(str(tmp_path / "big.tif"), _labels().astype(np.int32) * 300, {"name": "seg"})
+
+
+def test_kaggle_writer_round_trip_and_refuses_to_overwrite(make_napari_viewer, tmp_path, patient_folder):
+    viewer = make_napari_viewer()
+    viewer.open(str(patient_folder), plugin="napari-lgg-seg")
+    truth = viewer.layers["ground truth"]
+    out = tmp_path / "masks"
+    viewer.layers.selection = {truth}
+    written = viewer.layers.save(str(out), selected=True, plugin="napari-lgg-seg.write_kaggle_masks")
+    assert sorted(written) == sorted(str(out / f"{PID}_{i}_mask.tif") for i in range(1, 7))
+    assert set(np.unique(tifffile.imread(out / f"{PID}_3_mask.tif"))) == {0, 255}
+
+    # the written folder plus the patient's slices read back to the same mask
+    for f in patient_folder.glob(f"{PID}_?.tif"):
+        (out / f.name).write_bytes(f.read_bytes())
+    assert np.array_equal(read_patient(out).mask, truth.data)
+
+    before = (out / f"{PID}_3_mask.tif").read_bytes()
+    with pytest.raises(_writer.WriteRefused, match="refusing to overwrite"):
+        _writer.write_kaggle_masks(str(out), np.ones_like(truth.data), truth.as_layer_data_tuple()[1])
+    assert (out / f"{PID}_3_mask.tif").read_bytes() == before
+    # writing into the patient folder itself would replace the ground truth: refused too
+    with pytest.raises(_writer.WriteRefused, match="refusing to overwrite"):
+        _writer.write_kaggle_masks(str(patient_folder), truth.data, {"metadata": {"patient_id": PID}})
+
+
+def test_kaggle_writer_names_files_after_the_folder_without_patient_id(tmp_path):
+    out = tmp_path / "TCGA_QQ_0009_20010101"
+    written = _writer.write_kaggle_masks(str(out), _labels(), {"name": "x", "metadata": {}})
+    assert [p.split("/")[-1] for p in written][:2] == ["TCGA_QQ_0009_20010101_1_mask.tif",
+                                                       "TCGA_QQ_0009_20010101_2_mask.tif"]
+    with pytest.raises(_writer.WriteRefused, match="not a folder"):
+        _writer.write_kaggle_masks(str(out / "TCGA_QQ_0009_20010101_1_mask.tif"), _labels(), {})
+
+
+def test_manifest_writers_are_offered_for_labels():
+    from npe2 import PluginManager
+
+    pm = PluginManager.instance()
+    pm.discover()
+    writers = [w for w in pm.iter_compatible_writers(["labels"]) if w.command.startswith("napari-lgg-seg.")]
+    by_cmd = {w.command: w for w in writers}
+    assert by_cmd["napari-lgg-seg.write_labels_tiff"].filename_extensions == [".tif", ".tiff"]
+    assert by_cmd["napari-lgg-seg.write_kaggle_masks"].filename_extensions == []
+
+
+# --------------------------------------------------------------------------- sample data
+def test_phantom_sample_opens_in_viewer(make_napari_viewer):
+    pytest.importorskip("napari_lgg_seg.core.sample")
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-lgg-seg", "phantom")
+    image = [l for l in viewer.layers if l.__class__.__name__ == "Image"][0]
+    assert image.data.ndim in (3, 4)
+    assert "ground truth" in viewer.layers
+    assert viewer.layers["ground truth"].data.shape == image.data.shape[:3]

@@ -1,0 +1,198 @@
+"""Segment widget end to end with a tiny untrained U-Net."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from qtpy.QtCore import QTimer
+
+from napari_lgg_seg.napari import _models
+from napari_lgg_seg.napari._layers import labels_digest
+
+from .conftest import PID
+
+TIMEOUT = 180_000  # ms; the first run imports TensorFlow
+
+
+@pytest.fixture
+def setup(make_napari_viewer, patient_folder, tiny_model_path):
+    viewer = make_napari_viewer()
+    viewer.open(str(patient_folder), plugin="napari-lgg-seg")
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Segment")
+    widget.add_model_file(tiny_model_path)
+    widget.image_combo.set_layer(PID)
+    return viewer, widget
+
+
+def run(qtbot, widget, during=None) -> str:
+    with qtbot.waitSignal(widget.run_finished, timeout=TIMEOUT) as blocker:
+        widget.run_button.click()
+        if during is not None:
+            during()
+    return blocker.args[0]
+
+
+def test_segment_adds_labels_layer(qtbot, setup, tiny_model_path):
+    viewer, widget = setup
+    image = viewer.layers[PID]
+    image.scale = (3.0, 0.5, 0.5)
+    image.translate = (1.0, 2.0, 3.0)
+    widget.threshold.setValue(0.45)
+    widget.batch_size.setValue(4)
+    state = {}
+
+    def while_running():
+        state["run_enabled"] = widget.run_button.isEnabled()
+        state["cancel_enabled"] = widget.cancel_button.isEnabled()
+
+    assert run(qtbot, widget, while_running) == "done"
+    assert state == {"run_enabled": False, "cancel_enabled": True}
+    assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
+
+    seg = viewer.layers[f"{PID} segmentation"]
+    assert seg.data.shape == (6, 64, 64) and seg.data.dtype == np.uint8
+    assert tuple(seg.scale) == (3.0, 0.5, 0.5) and tuple(seg.translate) == (1.0, 2.0, 3.0)
+    meta = seg.metadata
+    assert meta["model"] == "tiny.keras" and meta["version"] == "user"
+    assert meta["threshold"] == pytest.approx(0.45) and meta["patient_id"] == PID
+    assert time.strptime(meta["time"][:19], "%Y-%m-%dT%H:%M:%S")
+    assert meta["digest"] == labels_digest(seg.data)
+
+    # the same labels as the core API gives
+    from napari_lgg_seg.core.inference import segment_volume
+    from napari_lgg_seg.core.model import load_model
+
+    expected = segment_volume(image.data, load_model(tiny_model_path), threshold=0.45, batch_size=4)
+    assert np.array_equal(seg.data, expected)
+    text = widget.result.text()
+    voxels = int(expected.sum())
+    assert f"{voxels:,} voxels" in text and "mm³" in text
+    assert f"{voxels * 0.75:,.1f} mm³" in text
+    n_slices = int(expected.reshape(6, -1).any(axis=1).sum())
+    assert f"in {n_slices} slice" in text
+
+
+def test_cancel_stops_after_current_batch_and_adds_nothing(qtbot, make_napari_viewer, tiny_model_path):
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    viewer.add_image(rng.integers(0, 255, (150, 64, 64, 3), dtype=np.uint8), rgb=True, name="big")
+    widget = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Segment")[1]
+    widget.add_model_file(tiny_model_path)
+    widget.batch_size.setValue(1)
+    seen = []
+
+    def cancel_on_first_batch():
+        def on_yield(item):
+            if item[0] == "progress":
+                seen.append(item[1])
+                widget.cancel()
+        widget.worker.yielded.connect(on_yield)
+
+    assert run(qtbot, widget, cancel_on_first_batch) == "cancelled"
+    assert seen and max(seen) < 150  # it did stop early
+    assert [l.name for l in viewer.layers] == ["big"]
+    assert widget.run_button.isEnabled()
+    assert "Cancelled" in widget.status.text()
+
+    # cancelling before the model is even loaded works the same way
+    assert run(qtbot, widget, widget.cancel) == "cancelled"
+    assert [l.name for l in viewer.layers] == ["big"]
+
+
+def test_second_run_updates_layer_in_place(qtbot, setup):
+    viewer, widget = setup
+    assert run(qtbot, widget) == "done"
+    seg = viewer.layers[f"{PID} segmentation"]
+    n_layers = len(viewer.layers)
+    widget.threshold.setValue(0.3)
+    assert run(qtbot, widget) == "done"
+    assert viewer.layers[f"{PID} segmentation"] is seg
+    assert len(viewer.layers) == n_layers
+    assert seg.metadata["threshold"] == pytest.approx(0.3)
+    assert seg.metadata["digest"] == labels_digest(seg.data)
+
+
+def test_edited_segmentation_needs_confirmation(qtbot, setup):
+    viewer, widget = setup
+    asked = []
+    widget.confirm = lambda title, text: asked.append(text) or False
+    assert run(qtbot, widget) == "done"
+    assert asked == []  # nothing to replace yet
+    seg = viewer.layers[f"{PID} segmentation"]
+    assert run(qtbot, widget) == "done"
+    assert asked == []  # not edited: replaced without asking
+
+    seg.data[2, 10:14, 10:14] = 7  # a hand edit
+    seg.refresh()
+    widget.run_button.click()  # answered "No": nothing runs
+    assert len(asked) == 1 and "edited by hand" in asked[0]
+    assert widget.worker is None and "Kept" in widget.status.text()
+    assert (seg.data[2, 10:14, 10:14] == 7).all()
+
+    widget.confirm = lambda title, text: asked.append(text) or True
+    assert run(qtbot, widget) == "done"
+    assert len(asked) == 2
+    assert not (seg.data == 7).any()
+    assert seg.metadata["digest"] == labels_digest(seg.data)
+
+
+def test_bad_model_file_shows_readable_error(qtbot, setup, tmp_path, error_messages):
+    viewer, widget = setup
+    bad = tmp_path / "broken.keras"
+    bad.write_bytes(b"not a zip at all")
+    widget.add_model_file(bad)
+    assert widget.model_combo.currentData().path == str(bad.resolve())
+    assert run(qtbot, widget) == "error"
+    assert any("not a Keras model file" in m and "broken.keras" in m for m in error_messages())
+    assert f"{PID} segmentation" not in viewer.layers
+    assert widget.run_button.isEnabled()
+
+
+def test_untrained_bundled_model_gives_a_clear_message(qtbot, setup, error_messages):
+    from napari_lgg_seg.core.model import BUNDLED_CONFIG
+
+    if BUNDLED_CONFIG.exists():
+        pytest.skip("the bundled model is trained; nothing to report")
+    viewer, widget = setup
+    widget.select_model(_models.BUNDLED_SOURCE)
+    assert run(qtbot, widget) == "error"
+    assert any("has not been trained yet" in m for m in error_messages())
+
+
+def test_grey_volume_and_model_list(qtbot, make_napari_viewer, tiny_model_path):
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(1)
+    viewer.add_image(rng.integers(0, 4000, (5, 40, 48), dtype=np.uint16), name="flair", scale=(2, 1, 1))
+    widget = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Segment")[1]
+    assert widget.model_combo.itemText(0) == "Bundled U-Net"
+    widget.add_model_file(tiny_model_path)
+    assert widget.model_combo.count() == 2 and widget.model_combo.currentIndex() == 1
+    assert run(qtbot, widget) == "done"
+    seg = viewer.layers["flair segmentation"]
+    assert seg.data.shape == (5, 40, 48) and tuple(seg.scale) == (2, 1, 1)
+
+
+def test_gui_stays_responsive_during_inference(qtbot, make_napari_viewer, tiny_model_path):
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    viewer.add_image(rng.integers(0, 255, (120, 64, 64, 3), dtype=np.uint8), rgb=True, name="big")
+    widget = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Segment")[1]
+    widget.add_model_file(tiny_model_path)
+    widget.batch_size.setValue(1)
+    _models.load(_models.MODELS.items()[-1])  # measure inference, not the TensorFlow import
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.setInterval(20)
+    timer.timeout.connect(lambda: ticks.append(time.monotonic()))
+    timer.start()
+    try:
+        t0 = time.monotonic()
+        assert run(qtbot, widget) == "done"
+        elapsed = time.monotonic() - t0
+    finally:
+        timer.stop()
+    gaps = np.diff([t0, *ticks])
+    assert len(ticks) >= 5, f"only {len(ticks)} timer ticks in {elapsed:.1f} s"
+    assert gaps.max() < 1.0, f"GUI blocked for {gaps.max():.2f} s"

@@ -1,0 +1,494 @@
+"""The command line: happy paths with tiny models, and every bad input giving one clear
+error line, a non-zero exit status and no output file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_lgg_seg.cli import main
+
+from .conftest import write_kaggle_patient
+
+PID = "TCGA_ZZ_0001_20010101"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def run(capsys, *argv):
+    """Run the CLI in-process; return (status, stdout, stderr)."""
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def assert_one_line_error(code, err, *fragments):
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("napari-lgg-seg: error: "), err
+    assert "Traceback" not in err
+    for frag in fragments:
+        assert frag in lines[0], (frag, lines[0])
+
+
+def _flair_model(size: int | None):
+    """A 1x1-conv model whose output is sigmoid(40 * (FLAIR - 0.5)): it marks pixels whose
+    FLAIR channel is above mid-grey, so its predictions follow the image content."""
+    import keras
+
+    inp = keras.Input((size, size, 3))
+    out = keras.layers.Conv2D(1, 1, activation="sigmoid")(inp)
+    model = keras.Model(inp, out)
+    model.set_weights([np.array([0.0, 40.0, 0.0], np.float32).reshape(1, 1, 3, 1), np.array([-20.0], np.float32)])
+    return model
+
+
+@pytest.fixture(scope="session")
+def flair_model_32(tmp_path_factory) -> Path:
+    from napari_lgg_seg.core.model import save_model
+
+    return save_model(_flair_model(32), tmp_path_factory.mktemp("m") / "flair32.keras")
+
+
+@pytest.fixture(scope="session")
+def flair_model_256(tmp_path_factory) -> Path:
+    from napari_lgg_seg.core.model import save_model
+
+    return save_model(_flair_model(256), tmp_path_factory.mktemp("m") / "flair256.keras")
+
+
+def ordered_patient(folder: Path, n: int = 10, size: int = 32) -> Path:
+    """Slice k (1-based) has its top 2k rows bright on FLAIR, and that as its mask."""
+    d = folder / PID
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for k in range(1, n + 1):
+        img = rng.integers(0, 60, size=(size, size, 3), dtype=np.uint8)
+        img[: 2 * k, :, 1] = 200
+        mask = np.zeros((size, size), np.uint8)
+        mask[: 2 * k] = 255
+        tifffile.imwrite(d / f"{PID}_{k}.tif", img)
+        tifffile.imwrite(d / f"{PID}_{k}_mask.tif", mask)
+    return d
+
+
+# --------------------------------------------------------------------------- help, TF-free
+
+
+HELP_CODE = """
+import sys
+from napari_lgg_seg.cli import main
+for argv in (["--help"], ["segment", "--help"], ["demo", "--help"], ["train", "--help"], ["evaluate", "--help"]):
+    try:
+        main(argv)
+    except SystemExit as exc:
+        assert exc.code == 0, (argv, exc.code)
+    else:
+        raise AssertionError("--help did not exit")
+bad = sorted(m for m in sys.modules if m == "tensorflow" or m.startswith(("tensorflow.", "keras")))
+print("TF-FREE" if not bad else "IMPORTED " + " ".join(bad[:5]))
+"""
+
+
+def test_help_is_tensorflow_free():
+    out = subprocess.run([sys.executable, "-c", HELP_CODE], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "TF-FREE" in out.stdout, out.stdout[-500:]
+    for option in ("--model", "--threshold", "--batch-size", "--min-size", "--voxel-size", "--offline",
+                   "--out-dir", "--epochs", "--base-filters", "--learning-rate", "--init-from",
+                   "--val-patients", "--val-fraction", "--test-fraction", "--crop-size", "--no-augment",
+                   "--resume", "--strategy", "--precision", "--time-budget", "--log-csv", "--patients",
+                   "--report"):
+        assert option in out.stdout, option
+
+
+@pytest.mark.parametrize("command", ["segment", "demo", "train", "evaluate"])
+def test_subcommand_help_documents_every_option(command, capsys):
+    from napari_lgg_seg.cli import build_parser
+
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    sub = build_parser()._subparsers._group_actions[0].choices[command]
+    for action in sub._actions:
+        for opt in action.option_strings:
+            assert opt in text
+        if action.option_strings and action.dest != "help":
+            assert action.help, f"{command} {action.option_strings} has no help"
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["segment", "somewhere"])  # no -o
+    assert info.value.code == 2
+    with pytest.raises(SystemExit) as info:
+        main(["segment", "x", "-o", "y.tif", "--threshold", "1.5"])
+    assert info.value.code == 2
+    assert "between 0 and 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main([])
+    assert info.value.code == 2
+
+
+def test_error_exit_status_in_a_subprocess(tmp_path):
+    (tmp_path / "empty").mkdir()
+    out = subprocess.run(
+        [sys.executable, "-m", "napari_lgg_seg", "segment", str(tmp_path / "empty"), "-o", str(tmp_path / "o.tif")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [f"napari-lgg-seg: error: {tmp_path / 'empty'}: folder is empty"]
+    assert not (tmp_path / "o.tif").exists()
+
+
+# --------------------------------------------------------------------------- segment: bad inputs
+
+
+def _empty(tmp):
+    d = tmp / "empty"
+    d.mkdir()
+    return d, [str(d), "folder is empty"]
+
+
+def _no_slices(tmp):
+    d = tmp / "notes"
+    d.mkdir()
+    (d / "readme.txt").write_text("hello")
+    tifffile.imwrite(d / "scan.tif", np.zeros((8, 8), np.uint8))
+    return d, [str(d), "no kaggle_3m slices"]
+
+
+def _mask_without_image(tmp):
+    d = tmp / PID
+    d.mkdir()
+    tifffile.imwrite(d / f"{PID}_1.tif", np.zeros((32, 32, 3), np.uint8))
+    tifffile.imwrite(d / f"{PID}_1_mask.tif", np.zeros((32, 32), np.uint8))
+    tifffile.imwrite(d / f"{PID}_2_mask.tif", np.zeros((32, 32), np.uint8))
+    return d, [f"{PID}_2_mask.tif", "mask without its image"]
+
+
+def _mixed_sizes(tmp):
+    d = tmp / PID
+    d.mkdir()
+    tifffile.imwrite(d / f"{PID}_1.tif", np.zeros((32, 32, 3), np.uint8))
+    tifffile.imwrite(d / f"{PID}_2.tif", np.zeros((48, 48, 3), np.uint8))
+    return d, [f"{PID}_2.tif", "slice shape (48, 48, 3) differs from (32, 32, 3)"]
+
+
+def _truncated_tiff(tmp):
+    f = tmp / "stack.tif"
+    tifffile.imwrite(f, np.random.default_rng(0).integers(0, 255, (6, 32, 32, 3), dtype=np.uint8))
+    data = f.read_bytes()
+    f.write_bytes(data[: len(data) // 2])
+    return f, [str(f), "not a readable TIFF"]
+
+
+def _truncated_slice_in_folder(tmp):
+    d = write_kaggle_patient(tmp, PID, n_slices=4)
+    f = d / f"{PID}_3.tif"
+    f.write_bytes(f.read_bytes()[:300])
+    return d, [f.name, "not a readable TIFF"]
+
+
+def _not_a_tiff(tmp):
+    f = tmp / "scan.tif"
+    f.write_text("this is not an image\n")
+    return f, [str(f), "not a readable TIFF"]
+
+
+def _five_d(tmp):
+    f = tmp / "hyper.tif"
+    tifffile.imwrite(f, np.zeros((2, 3, 16, 16, 2), np.uint8))
+    return f, [str(f), "(2, 3, 16, 16, 2)", "cannot be segmented"]
+
+
+def _four_d(tmp):
+    f = tmp / "timelapse.tif"
+    tifffile.imwrite(f, np.zeros((2, 5, 16, 16), np.uint8))
+    return f, [str(f), "(2, 5, 16, 16)", "cannot be segmented"]
+
+
+def _missing(tmp):
+    return tmp / "nowhere", [str(tmp / "nowhere"), "no such file or folder"]
+
+
+def _png(tmp):
+    f = tmp / "slice.png"
+    f.write_bytes(b"\x89PNG\r\n")
+    return f, [str(f), "not a TIFF file"]
+
+
+BAD_INPUTS = {
+    "empty folder": _empty,
+    "folder without kaggle slices": _no_slices,
+    "mask without its image": _mask_without_image,
+    "slices of different sizes": _mixed_sizes,
+    "truncated TIFF stack": _truncated_tiff,
+    "truncated slice in a folder": _truncated_slice_in_folder,
+    "text file named .tif": _not_a_tiff,
+    "5D array": _five_d,
+    "4D array without channels": _four_d,
+    "missing input": _missing,
+    "not a TIFF": _png,
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS), ids=list(BAD_INPUTS))
+def test_segment_bad_input(case, tmp_path, capsys, tiny_model_path):
+    src, fragments = BAD_INPUTS[case](tmp_path)
+    out = tmp_path / "labels.tif"
+    code, stdout, err = run(capsys, "segment", src, "-o", out, "--model", tiny_model_path)
+    assert_one_line_error(code, err, *fragments)
+    assert not out.exists()
+    assert not list(tmp_path.glob(".labels*"))  # no temporary file either
+
+
+def test_segment_model_not_keras(tmp_path, capsys, kaggle_patient):
+    fake = tmp_path / "model.keras"
+    fake.write_text("not a model")
+    out = tmp_path / "labels.tif"
+    code, _, err = run(capsys, "segment", kaggle_patient, "-o", out, "--model", fake)
+    assert_one_line_error(code, err, str(fake), "not a Keras model file")
+    assert not out.exists()
+
+
+def test_segment_model_wrong_input_shape(tmp_path, capsys, kaggle_patient):
+    from napari_lgg_seg.core.model import build_unet, save_model
+
+    one_channel = save_model(build_unet(2, input_shape=(32, 32, 1), depth=2), tmp_path / "grey.keras")
+    out = tmp_path / "labels.tif"
+    code, _, err = run(capsys, "segment", kaggle_patient, "-o", out, "--model", one_channel)
+    assert_one_line_error(code, err, str(one_channel), "input shape (None, 32, 32, 1)")
+    assert not out.exists()
+
+
+def test_segment_missing_model_file(tmp_path, capsys, kaggle_patient):
+    code, _, err = run(capsys, "segment", kaggle_patient, "-o", tmp_path / "o.tif", "--model", tmp_path / "x.keras")
+    assert_one_line_error(code, err, "x.keras", "no such model file")
+
+
+def test_segment_output_folder_missing(tmp_path, capsys, kaggle_patient, tiny_model_path):
+    out = tmp_path / "no" / "such" / "labels.tif"
+    code, _, err = run(capsys, "segment", kaggle_patient, "-o", out, "--model", tiny_model_path)
+    assert_one_line_error(code, err, str(out), "does not exist")
+    assert not out.parent.exists()
+
+
+@pytest.mark.parametrize("name", ["labels.png", "outdir"])
+def test_segment_bad_output_name(name, tmp_path, capsys, kaggle_patient, tiny_model_path):
+    out = tmp_path / name
+    if name == "outdir":
+        out = tmp_path / "outdir.tif"
+        out.mkdir()
+    code, _, err = run(capsys, "segment", kaggle_patient, "-o", out, "--model", tiny_model_path)
+    assert_one_line_error(code, err, str(out))
+    assert not out.is_file()
+
+
+def test_segment_refuses_to_overwrite_its_input(tmp_path, capsys, tiny_model_path):
+    f = tmp_path / "stack.tif"
+    tifffile.imwrite(f, np.zeros((2, 32, 32), np.uint8))
+    before = f.read_bytes()
+    code, _, err = run(capsys, "segment", f, "-o", f, "--model", tiny_model_path)
+    assert_one_line_error(code, err, "overwrite the input")
+    assert f.read_bytes() == before
+
+
+def test_segment_without_bundled_model_says_what_to_do(tmp_path, capsys, kaggle_patient, monkeypatch):
+    from napari_lgg_seg.core import model as model_mod
+
+    monkeypatch.setattr(model_mod, "BUNDLED_CONFIG", tmp_path / "missing" / "model.json")
+    out = tmp_path / "o.tif"
+    code, _, err = run(capsys, "segment", kaggle_patient, "-o", out)
+    assert_one_line_error(code, err, "bundled model", "--model")
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------- segment: happy path
+
+
+def test_segment_kaggle_folder_in_numeric_order(tmp_path, capsys, flair_model_32):
+    src = ordered_patient(tmp_path / "data", n=10)
+    out = tmp_path / "labels.tif"
+    code, stdout, err = run(capsys, "segment", src, "-o", out, "--model", flair_model_32,
+                            "--voxel-size", "5", "0.5", "0.5", "--batch-size", "3")
+    assert code == 0, err
+    labels = tifffile.imread(out)
+    assert labels.dtype == np.uint8 and labels.shape == (10, 32, 32)
+    assert set(np.unique(labels)) == {0, 1}
+    with tifffile.TiffFile(out) as tif:
+        assert len(tif.pages) == 10  # multi-page, one page per slice
+    # slice k of the output is slice k of the patient: 1, 2, ..., 10 (not 1, 10, 2, ...)
+    rows = labels.any(axis=2).sum(axis=1)
+    assert rows.tolist() == [2 * k for k in range(1, 11)]
+    voxels = sum(2 * k * 32 for k in range(1, 11))
+    assert f"abnormality volume: {voxels} voxels in 10 of 10 slices" in stdout
+    assert f"{voxels * 1.25:.1f} mm^3" in stdout
+    assert "Dice vs ground truth: 1.000" in stdout
+    assert str(out) in stdout
+    assert not list(tmp_path.glob(".labels*"))
+
+
+def test_segment_tiff_stack_without_masks(tmp_path, capsys, tiny_model_path):
+    f = tmp_path / "stack.tif"
+    tifffile.imwrite(f, np.random.default_rng(1).integers(0, 4000, (3, 40, 40), dtype=np.uint16))
+    out = tmp_path / "labels.tiff"
+    code, stdout, err = run(capsys, "segment", f, "-o", out, "--model", tiny_model_path, "--min-size", "5")
+    assert code == 0, err
+    assert tifffile.imread(out).shape == (3, 40, 40)
+    assert "abnormality volume" in stdout and "Dice" not in stdout and "mm^3" not in stdout
+
+
+def test_progress_bar_draws_only_on_a_terminal():
+    import io
+
+    from napari_lgg_seg.cli import ProgressBar
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty, pipe = Tty(), io.StringIO()
+    for stream in (tty, pipe):
+        bar = ProgressBar("work", stream=stream)
+        for d in (3, 6, 8):
+            assert bar(d, 8) is None
+        bar.close()
+    assert pipe.getvalue() == ""
+    assert "8/8" in tty.getvalue() and tty.getvalue().count("\n") == 1
+
+
+# --------------------------------------------------------------------------- demo
+
+
+def test_demo_offline_writes_overview(tmp_path, capsys, flair_model_256):
+    import imageio.v3 as iio
+
+    code, stdout, err = run(capsys, "demo", "--offline", "--model", flair_model_256, "--out-dir", tmp_path / "out")
+    assert code == 0, err
+    png = tmp_path / "out" / "PHANTOM_0_overview.png"
+    img = iio.imread(png)
+    assert img.ndim == 3 and img.shape[2] == 3 and img.shape[1] == 3 * 256 + 8
+    assert "phantom" in err
+    dice = float(stdout.split("Dice vs ground truth: ")[1].split()[0])
+    assert dice > 0.5  # the FLAIR blob is what the 1x1 model marks
+    assert "predicted abnormality volume" in stdout and str(png) in stdout
+
+
+def test_demo_falls_back_to_phantom_when_offline(tmp_path, capsys, monkeypatch, flair_model_256):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("NAPARI_LGG_SEG_SAMPLE_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("NAPARI_LGG_SEG_CACHE", str(tmp_path / "cache"))
+    code, stdout, err = run(capsys, "demo", "--model", flair_model_256, "--out-dir", tmp_path)
+    assert code == 0, err
+    assert "no network" in err and "phantom" in err
+    assert (tmp_path / "PHANTOM_0_overview.png").is_file()
+
+
+def test_demo_real_sample_from_local_mirror(tmp_path, capsys, monkeypatch, flair_model_256):
+    from .core.test_sample import ORIGINAL_PATIENT, ORIGINALS, _Server
+
+    if not ORIGINAL_PATIENT.is_dir():
+        pytest.skip(f"original sample files not found at {ORIGINAL_PATIENT} (../shared is absent)")
+    srv = _Server(ORIGINALS)
+    monkeypatch.setenv("NAPARI_LGG_SEG_SAMPLE_URL", srv.url)
+    monkeypatch.setenv("NAPARI_LGG_SEG_CACHE", str(tmp_path / "cache"))
+    try:
+        code, stdout, err = run(capsys, "demo", "--model", flair_model_256, "--out-dir", tmp_path)
+    finally:
+        srv.close()
+    assert code == 0, err
+    assert (tmp_path / "TCGA_HT_7686_19950629_overview.png").is_file()
+    assert "TCGA_HT_7686_19950629: 20 slices" in stdout and "Dice vs ground truth" in stdout
+
+
+def test_demo_missing_model(tmp_path, capsys):
+    code, _, err = run(capsys, "demo", "--offline", "--model", tmp_path / "nope.keras", "--out-dir", tmp_path)
+    assert_one_line_error(code, err, "nope.keras", "no such model file")
+    assert not list(tmp_path.glob("*.png"))
+
+
+# --------------------------------------------------------------------------- train / evaluate
+
+
+@pytest.fixture
+def data_root(tmp_path) -> Path:
+    root = tmp_path / "kaggle_3m"
+    for i in range(3):
+        write_kaggle_patient(root, f"TCGA_X{i}_000{i}_20000101", n_slices=4, seed=i)
+    return root
+
+
+def test_train_one_epoch_then_evaluate(tmp_path, capsys, data_root):
+    model = tmp_path / "tiny.keras"
+    log = tmp_path / "log.csv"
+    code, stdout, err = run(
+        capsys, "train", data_root, "--out", model, "--epochs", "1", "--batch-size", "2",
+        "--base-filters", "2", "--init-from", "scratch", "--crop-size", "64", "--no-augment",
+        "--val-patients", "TCGA_X2_0002_20000101", "--log-csv", log,
+    )
+    assert code == 0, err
+    assert model.is_file() and log.is_file()
+    assert "1 epoch(s) run" in stdout and "2 train, 1 validation" in stdout
+    assert "dice" in log.read_text() and "val_patient_dice" in log.read_text()
+
+    report = tmp_path / "report.json"
+    code, stdout, err = run(capsys, "evaluate", data_root, "--model", model, "--report", report,
+                            "--patients", "TCGA_X0_0000_20000101", "TCGA_X2_0002_20000101")
+    assert code == 0, err
+    data = json.loads(report.read_text())
+    assert [p["patient"] for p in data["patients"]] == ["TCGA_X0_0000_20000101", "TCGA_X2_0002_20000101"]
+    assert data["summary"]["n_patients"] == 2 and data["threshold"] == 0.5
+    assert "per-patient Dice mean" in stdout and str(report) in stdout
+
+
+@pytest.mark.parametrize(
+    "extra, fragments",
+    [
+        (["--epochs", "0"], ["--epochs must be at least 1, not 0"]),
+        (["--batch-size", "0"], ["--batch-size must be at least 1"]),
+        (["--init-from", "nowhere.keras"], ["nowhere.keras", "no such model file"]),
+    ],
+)
+def test_train_bad_options(extra, fragments, tmp_path, capsys, data_root):
+    model = tmp_path / "m.keras"
+    code, _, err = run(capsys, "train", data_root, "--out", model, *extra)
+    assert_one_line_error(code, err, *fragments)
+    assert not model.exists()
+
+
+def test_train_bad_paths(tmp_path, capsys, data_root):
+    code, _, err = run(capsys, "train", data_root, "--out", tmp_path / "m.h5")
+    assert_one_line_error(code, err, "m.h5", ".keras")
+    code, _, err = run(capsys, "train", data_root, "--out", tmp_path / "missing" / "m.keras")
+    assert_one_line_error(code, err, "does not exist")
+    code, _, err = run(capsys, "train", tmp_path / "nodata", "--out", tmp_path / "m.keras")
+    assert_one_line_error(code, err, "nodata", "not a folder")
+    assert not (tmp_path / "m.keras").exists()
+
+
+def test_evaluate_errors(tmp_path, capsys, data_root, tiny_model_path):
+    code, _, err = run(capsys, "evaluate", data_root, "--model", tiny_model_path,
+                       "--report", tmp_path / "missing" / "r.json")
+    assert_one_line_error(code, err, "r.json", "does not exist")
+    (tmp_path / "empty").mkdir()
+    code, _, err = run(capsys, "evaluate", tmp_path / "empty", "--model", tiny_model_path)
+    assert_one_line_error(code, err, "empty", "no patient folders")
+    report = tmp_path / "r.json"
+    code, _, err = run(capsys, "evaluate", data_root, "--model", tiny_model_path, "--patients", "TCGA_NOPE",
+                       "--report", report)
+    assert_one_line_error(code, err, "TCGA_NOPE")
+    assert not report.exists()
