@@ -492,3 +492,20 @@ def test_evaluate_errors(tmp_path, capsys, data_root, tiny_model_path):
                        "--report", report)
     assert_one_line_error(code, err, "TCGA_NOPE")
     assert not report.exists()
+
+
+def test_train_errors_after_loading_data(tmp_path, capsys, data_root, monkeypatch):
+    from napari_lgg_seg.core import model as model_mod
+
+    monkeypatch.setattr(model_mod, "BUNDLED_CONFIG", tmp_path / "missing" / "model.json")
+    out = tmp_path / "m.keras"
+    code, _, err = run(capsys, "train", data_root, "--out", out, "--epochs", "1", "--base-filters", "2",
+                       "--batch-size", "2")
+    assert_one_line_error(code, err, "bundled model", "--init-from scratch")
+    code, _, err = run(capsys, "train", data_root, "--out", out, "--epochs", "1", "--resume",
+                       "--init-from", "scratch", "--batch-size", "2")
+    assert_one_line_error(code, err, "nothing to resume")
+    code, _, err = run(capsys, "train", data_root, "--out", out, "--epochs", "1", "--init-from", "scratch",
+                       "--batch-size", "2", "--val-patients", "TCGA_NOPE")
+    assert_one_line_error(code, err, "TCGA_NOPE")
+    assert not out.exists()

@@ -6,6 +6,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ._tfload import import_tensorflow  # noqa: E402
+
+import_tensorflow()  # before keras: avoids a crash beside Mesa OpenGL (see _tfload)
+
 import keras
 import numpy as np
 

@@ -12,6 +12,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ._tfload import import_tensorflow  # noqa: E402
+
+import_tensorflow()  # before keras: avoids a crash beside Mesa OpenGL (see _tfload)
+
 import keras
 import numpy as np
 
