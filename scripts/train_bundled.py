@@ -29,6 +29,8 @@ def main() -> int:
     ap.add_argument("--base-filters", type=int, default=16)
     ap.add_argument("--precision", default="mixed_bfloat16")
     ap.add_argument("--skip-phase1", action="store_true")
+    ap.add_argument("--export-only", action="store_true",
+                    help="only export the phase-2 model (e.g. after resuming phase 2 with the CLI)")
     ap.add_argument("--export", default="src/napari_lgg_seg/bundled")
     args = ap.parse_args()
     work = Path(args.work)
@@ -38,7 +40,6 @@ def main() -> int:
         base_filters=args.base_filters, val_fraction=0.1, test_fraction=0.2, seed=0,
         precision=args.precision, workers=2, augment=True,
     )
-    t0 = time.time()
     phase1 = work / "phase1.keras"
     if not args.skip_phase1:
         r1 = train(data, TrainConfig(
@@ -48,11 +49,22 @@ def main() -> int:
             **common), verbose=2)
         print("phase 1:", r1.best_epoch, r1.best_val_patient_dice, r1.split, flush=True)
     phase2 = work / "phase2.keras"
+    if args.export_only:
+        export(phase2, args)
+        return 0
     r2 = train(data, TrainConfig(
         out=str(phase2), epochs=200, batch_size=8, learning_rate=3e-4, init_from=str(phase1),
         crop_size=None, positive_fraction=0.5, samples_per_epoch=640, patience=6, lr_patience=2,
         time_budget_min=args.phase2_minutes, log_csv=str(work / "phase2.csv"), **common), verbose=2)
     print("phase 2:", r2.best_epoch, r2.best_val_patient_dice, flush=True)
+    export(phase2, args)
+    return 0
+
+
+def export(phase2: Path, args: argparse.Namespace) -> None:
+    """Write the phase-2 best model into the package in the bundled format."""
+    state = json.loads(phase2.with_name(phase2.name + ".state.json").read_text())
+    split = json.loads(phase2.with_name(phase2.stem + ".split.json").read_text())
     model = load_model(phase2)
     info = {
         "name": "lgg-unet16",
@@ -63,14 +75,13 @@ def main() -> int:
         "threshold": 0.5,
         "preprocessing": "channels (pre-contrast, FLAIR, post-contrast); uint8/255, other dtypes "
         "by 0.5-99.5 percentile range; grey replicated to 3 channels; bilinear resize to 256x256",
-        "split": r2.split,
-        "val_patient_dice": r2.best_val_patient_dice,
-        "training_minutes": round((time.time() - t0) / 60, 1),
+        "split": split,
+        "val_patient_dice": state["best"],
+        "best_epoch": state["best_epoch"],
         "recipe": "python scripts/train_bundled.py " + " ".join(sys.argv[1:]),
     }
     save_bundled(model, Path(args.export), info)
     print(json.dumps(info, indent=1))
-    return 0
 
 
 if __name__ == "__main__":
