@@ -44,9 +44,9 @@ def patient_folder(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory) -> Path:
     """An untrained U-Net with 2 base filters and 64x64 input, saved as .keras."""
-    import keras
+    from napari_lgg_seg.core.model import build_unet, save_model  # first: see core._tfload
 
-    from napari_lgg_seg.core.model import build_unet, save_model
+    import keras
 
     keras.utils.set_random_seed(0)
     model = build_unet(base_filters=2, input_shape=(64, 64, 3))

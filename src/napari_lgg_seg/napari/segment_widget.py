@@ -147,16 +147,20 @@ class SegmentWidget(QWidget):
             current = self.model_combo.currentData()
         except RuntimeError:  # widget deleted; psygnal drops us soon
             return
+        before = {self.model_combo.itemData(i) for i in range(self.model_combo.count())}
+        sources = _models.MODELS.items()
+        self.model_combo.blockSignals(True)
         self.model_combo.clear()
-        for src in _models.MODELS:
+        for src in sources:
             self.model_combo.addItem(src.label, src)
             if src.path:
                 self.model_combo.setItemData(self.model_combo.count() - 1, src.path, 3)  # tooltip
-        sources = _models.MODELS.items()
-        if current in sources:
+        self.model_combo.blockSignals(False)
+        fresh = [s for s in sources if s.kind == _models.TRAINED and s not in before]
+        if before and fresh:
+            self.model_combo.setCurrentIndex(sources.index(fresh[-1]))  # just trained: offer it
+        elif current in sources:
             self.model_combo.setCurrentIndex(sources.index(current))
-        elif sources and sources[-1].kind == _models.TRAINED:
-            self.model_combo.setCurrentIndex(len(sources) - 1)  # just trained: offer it
 
     def add_model_file(self, path: str | Path) -> None:
         """Add a .keras file to the shared model choices and select it."""

@@ -1,0 +1,95 @@
+"""Metrics widget: volume and per-slice Dice/IoU, shape checks, CSV export."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from napari_lgg_seg.core.errors import InputError
+
+
+def _masks():
+    a = np.zeros((3, 10, 10), np.uint8)
+    b = np.zeros((3, 10, 10), np.uint8)
+    a[0, :5, :5] = 1  # 25
+    a[1, :4, :4] = 1  # 16
+    b[0, :5, :5] = 1  # 25, all shared
+    b[1, 2:6, 2:6] = 1  # 16, 4 shared
+    b[2, 0, 0] = 1  # 1, none shared
+    return a, b
+
+
+@pytest.fixture
+def widget_and_viewer(make_napari_viewer):
+    viewer = make_napari_viewer()
+    a, b = _masks()
+    viewer.add_labels(a, name="truth")
+    viewer.add_labels(b * 3, name="prediction")  # any non-zero label counts
+    widget = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Metrics")[1]
+    widget.set_layers("truth", "prediction")
+    return widget, viewer
+
+
+def test_volume_and_per_slice_values(widget_and_viewer):
+    widget, viewer = widget_and_viewer
+    widget.compute_button.click()
+    assert widget.total["dice"] == pytest.approx(2 * 29 / 83)
+    assert widget.total["iou"] == pytest.approx(29 / 54)
+    assert (widget.total["voxels_a"], widget.total["voxels_b"]) == (41, 42)
+    assert "Dice 0.6988" in widget.summary.text() and "IoU 0.5370" in widget.summary.text()
+    assert widget.table.rowCount() == 3
+    row1 = [widget.table.item(1, j).text() for j in range(5)]
+    assert row1 == ["1", f"{8 / 32:.3f}", f"{4 / 28:.3f}", "16", "16"]
+    row2 = [widget.table.item(2, j).text() for j in range(5)]
+    assert row2 == ["2", "0.000", "0.000", "0", "1"]
+    assert len(widget.plot.axes[0].lines) == 2
+    widget.table.cellClicked.emit(2, 0)
+    assert viewer.dims.current_step[0] == 2
+
+
+def test_binary_image_layers_count_and_others_are_refused(widget_and_viewer, error_messages):
+    widget, viewer = widget_and_viewer
+    a, _ = _masks()
+    viewer.add_image(a * 255, name="binary image")
+    viewer.add_image(np.arange(300, dtype=np.uint8).reshape(3, 10, 10), name="mri")
+    widget.set_layers("truth", "binary image")
+    assert widget.compute()
+    assert widget.total["dice"] == 1.0 and widget.total["iou"] == 1.0
+    widget.set_layers("truth", "mri")
+    assert not widget.compute()
+    assert "'mri' is not a binary mask" in error_messages()[-1]
+    assert widget.table.rowCount() == 0 and not widget.export_button.isEnabled()
+
+
+def test_shape_mismatch_is_refused_with_a_clear_message(widget_and_viewer, error_messages):
+    widget, viewer = widget_and_viewer
+    widget.compute_button.click()
+    assert widget.table.rowCount() == 3
+    viewer.add_labels(np.zeros((3, 10, 12), np.uint8), name="wider")
+    widget.set_layers("truth", "wider")
+    widget.compute_button.click()
+    msg = error_messages()[-1]
+    assert "'truth' (3, 10, 10) and 'wider' (3, 10, 12) differ in shape" in msg
+    assert widget.summary.text() == msg
+    assert widget.table.rowCount() == 0 and widget.total is None
+    assert not widget.export_button.isEnabled()
+
+
+def test_csv_export(widget_and_viewer, tmp_path):
+    widget, _ = widget_and_viewer
+    with pytest.raises(InputError, match="compute the metrics first"):
+        widget.export_csv(tmp_path / "early.csv")
+    widget.compute_button.click()
+    assert widget.export_button.isEnabled()
+    out = widget.export_csv(tmp_path / "metrics.csv")
+    with open(out, newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["slice", "dice", "iou", "voxels_a (truth)", "voxels_b (prediction)"]
+    assert rows[1] == ["0", "1.000000", "1.000000", "25", "25"]
+    assert rows[2] == ["1", "0.250000", f"{4 / 28:.6f}", "16", "16"]
+    assert len(rows) == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv"]  # atomic: no temp file left
+    with pytest.raises(InputError, match="does not exist"):
+        widget.export_csv(tmp_path / "missing" / "m.csv")
