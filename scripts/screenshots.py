@@ -38,6 +38,15 @@ def pick_patient(arg: str | None) -> Path | None:
     return None
 
 
+def small_patients(n: int) -> list[Path]:
+    """The ``n`` real patients with the fewest slices (quick to train on), if the data is here."""
+    if not REAL.is_dir():
+        return []
+    folders = [p for p in REAL.iterdir() if p.is_dir()]
+    count = {p: sum(1 for f in p.glob("*.tif") if not f.name.endswith("_mask.tif")) for p in folders}
+    return sorted(folders, key=lambda p: (count[p], p.name))[:n]
+
+
 def pick_model(arg: str | None, tmp: Path) -> Path | None:
     """A model file, or None for the bundled model."""
     if arg:
@@ -130,22 +139,35 @@ def main() -> int:
 
     # --- Train / fine-tune (a few tiny epochs from scratch on this one patient)
     dock, train = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Train / fine-tune")
-    train.source_combo.setCurrentIndex(1)
-    train.add_pair(image, truth)
+    small = small_patients(4)
+    if small:  # a folder of a few real patients: with a validation patient, so val curves show
+        folder = tmp / "kaggle_3m"
+        folder.mkdir()
+        for p in small:
+            (folder / p.name).symlink_to(p, target_is_directory=True)
+        train.source_combo.setCurrentIndex(0)
+        train.folder_edit.setText(str(folder))
+        train.val_fraction.setValue(0.25)
+    else:
+        train.source_combo.setCurrentIndex(1)
+        train.pair_labels.set_layer(truth)
+        train.add_pair(image, truth)
+        train.val_fraction.setValue(0.0)
     train.init_combo.setCurrentIndex(train.init_combo.findData("scratch"))
     train.base_filters.setValue(4)
     train.epochs.setValue(args.train_epochs)
-    train.batch_size.setValue(4)
+    train.batch_size.setValue(8)
     train.learning_rate.setValue(3e-3)
-    train.val_fraction.setValue(0.0)
     train.out_edit.setText(str(tmp / "screenshot_model.keras"))
     train.start_button.click()
     print("train:", wait_for(train.training_finished)[0], "-", train.status.text())
     save(viewer, out / "train_widget.png")
     viewer.window.remove_dock_widget(dock)
 
-    # --- Metrics: segmentation vs ground truth
+    # --- Metrics: segmentation vs ground truth (drawn as an outline)
     truth.visible = True
+    truth.contour = 1
+    truth.opacity = 1.0
     dock, metrics = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Metrics")
     metrics.set_layers(truth, f"{image.name} segmentation")
     metrics.compute()

@@ -10,7 +10,8 @@ import tifffile
 
 from napari_lgg_seg.core.errors import InputError
 from napari_lgg_seg.core.io import read_patient
-from napari_lgg_seg.napari import _reader, _writer
+from napari_lgg_seg.napari import reader as _reader
+from napari_lgg_seg.napari import writer as _writer
 
 from .conftest import PID, REAL_DATA, make_patient_folder
 
@@ -62,12 +63,12 @@ def test_reader_returns_none_for_paths_not_ours(tmp_path, what):
         path = tmp_path / "other"
         path.mkdir()
         (path / "image.png").write_bytes(b"x")
-        tifffile.imwrite(path / "stack.tif", np.zeros((3, 8, 8), np.uint8))
+        tifffile.imwrite(path / "stack.tif", np.zeros((3, 8, 8), np.uint8), photometric="minisblack")
     elif what == "mask":
         path = make_patient_folder(tmp_path) / f"{PID}_2_mask.tif"
     elif what == "5d_tiff":
         path = tmp_path / "movie.tif"
-        tifffile.imwrite(path, np.zeros((2, 3, 4, 8, 8), np.uint8))
+        tifffile.imwrite(path, np.zeros((2, 3, 4, 8, 8), np.uint8), photometric="minisblack")
     else:
         path = tmp_path / "nothing.tif"
     assert _reader.get_reader(str(path)) is None
@@ -100,9 +101,9 @@ def test_reader_and_manifest_do_not_import_tensorflow(patient_folder):
         "import sys\n"
         "from npe2 import PluginManifest\n"
         "import napari_lgg_seg\n"
-        "from napari_lgg_seg.napari import _reader, _writer, _sample_data, _layers, _models\n"
+        "from napari_lgg_seg.napari import reader, writer, sample_data, _layers, _models\n"
         "PluginManifest.from_file(napari_lgg_seg.__file__.replace('__init__.py', 'napari.yaml'))\n"
-        f"_reader.get_reader({str(patient_folder)!r})({str(patient_folder)!r})\n"
+        f"reader.get_reader({str(patient_folder)!r})({str(patient_folder)!r})\n"
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TF imported'\n"
     )
     import subprocess
@@ -221,3 +222,31 @@ def test_phantom_sample_opens_in_viewer(make_napari_viewer):
     assert image.data.ndim in (3, 4)
     assert "ground truth" in viewer.layers
     assert viewer.layers["ground truth"].data.shape == image.data.shape[:3]
+
+
+def test_real_sample_glue_reports_progress(make_napari_viewer, patient_folder, monkeypatch):
+    """The 'Real LGG patient' sample: progress goes to napari, the patient to two layers.
+    (core.sample itself is tested with the core; no network here.)"""
+    sample = pytest.importorskip("napari_lgg_seg.core.sample")
+    calls = []
+
+    def fake_load(progress=None, **kwargs):
+        for i in range(1, 4):
+            calls.append(progress(i, 3))
+        return read_patient(patient_folder)
+
+    monkeypatch.setattr(sample, "load_sample_patient", fake_load)
+    viewer = make_napari_viewer()
+    layers = viewer.open_sample("napari-lgg-seg", "real_patient")
+    assert calls == [None, None, None]
+    assert [l.name for l in layers] == [PID, "ground truth"] and layers[0].rgb
+
+
+def test_real_sample_offline_gives_a_clear_error(make_napari_viewer, tmp_path, monkeypatch):
+    sample = pytest.importorskip("napari_lgg_seg.core.sample")
+    monkeypatch.setenv("NAPARI_LGG_SEG_SAMPLE_URL", (tmp_path / "no-server").as_uri())
+    monkeypatch.setenv("NAPARI_LGG_SEG_CACHE", str(tmp_path / "cache"))
+    viewer = make_napari_viewer()
+    with pytest.raises(sample.SampleDownloadError, match="cannot download the sample patient"):
+        viewer.open_sample("napari-lgg-seg", "real_patient")
+    assert len(viewer.layers) == 0

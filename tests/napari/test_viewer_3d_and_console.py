@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from .conftest import PID
 
@@ -45,7 +46,8 @@ def test_3d_view_shows_label_coloured_pixels(make_napari_viewer, patient_folder)
     viewer = make_napari_viewer(show=True)
     viewer.open(str(patient_folder), plugin="napari-lgg-seg")
     viewer.dims.ndisplay = 3
-    viewer.camera.angles = (10, -25, 70)  # an oblique view, not the top-down default
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera  # napari >= 0.9 / older
+    camera.angles = (10, -25, 70)  # an oblique view, not the top-down default
     assert viewer.dims.ndisplay == 3
     truth = viewer.layers["ground truth"]
     colour = np.asarray(truth.get_color(1)[:3]) * 255
@@ -74,3 +76,37 @@ def test_readme_console_snippet(make_napari_viewer, patient_folder, tiny_model_p
     assert seg.data.shape == (6, 64, 64) and seg.data.dtype == np.uint8
     out = capsys.readouterr().out
     assert re.search(r"Dice vs ground truth: \d\.\d{3}", out)
+
+
+CRASH_SCRIPT = '''
+import sys
+import numpy as np
+import pytest
+order = sys.argv[1]
+if order == "tensorflow-first":
+    import qtpy.QtWidgets  # a Qt process, no application yet (like pytest with pytest-qt)
+    from napari_lgg_seg.core.model import build_unet
+import napari
+viewer = napari.Viewer(show=True)
+viewer.add_labels(np.pad(np.ones((4, 8, 8), np.uint8), 4))
+viewer.dims.ndisplay = 3
+viewer.screenshot(flash=False)
+from napari_lgg_seg.core.model import build_unet
+model = build_unet(2, (32, 32, 3))
+assert model.predict_on_batch(np.zeros((1, 32, 32, 3), np.float32)).shape == (1, 32, 32, 1)
+assert viewer.screenshot(flash=False)[..., :3].max() > 0
+viewer.close()
+print("clean exit")
+'''
+
+
+@pytest.mark.parametrize("order", ["viewer-first", "tensorflow-first"])
+def test_tensorflow_and_opengl_share_a_process(order):
+    """TensorFlow's bundled LLVM used to crash Mesa OpenGL drivers in one process
+    (segfault when TF was imported after napari drew, abort at exit the other way)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, order], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0 and "clean exit" in proc.stdout, proc.stderr[-2000:]

@@ -20,6 +20,8 @@ from ..core.metrics import abnormality_volume
 
 GROUND_TRUTH = "ground truth"
 SEGMENTATION_SUFFIX = " segmentation"
+# amber, so that a segmentation stands apart from the ground truth (napari's colour for 1)
+SEGMENTATION_COLORS = {None: "#ff40ff", 0: "transparent", 1: "#ffc400"}
 
 
 # --------------------------------------------------------------------------- reading

@@ -151,8 +151,14 @@ class MetricsWidget(QWidget):
         self.plot.clear()
         ax = self.plot.axes[0]
         xs = [r["slice"] for r in rows]
-        ax.plot(xs, [r["dice"] for r in rows], "o-", color="#4c9be8", markersize=3, linewidth=1, label="Dice")
-        ax.plot(xs, [r["iou"] for r in rows], "s--", color="#f0a030", markersize=3, linewidth=1, label="IoU")
+        # slices where both masks are empty score 1 by definition: leave them out of the plot
+        both_empty = [r["voxels_a"] == 0 and r["voxels_b"] == 0 for r in rows]
+        dices = [float("nan") if e else r["dice"] for r, e in zip(rows, both_empty)]
+        ious = [float("nan") if e else r["iou"] for r, e in zip(rows, both_empty)]
+        ax.plot(xs, dices, "o-", color="#4c9be8", markersize=3, linewidth=1, label="Dice")
+        ax.plot(xs, ious, "s--", color="#f0a030", markersize=3, linewidth=1, label="IoU")
+        ax.set_title("Per-slice overlap (slices empty in both left out)", color=self.plot.colors["fg"],
+                     fontsize=8, loc="left")
         ax.set_ylim(-0.05, 1.05)
         ax.set_xlabel("slice", color=self.plot.colors["fg"], fontsize=7)
         self.plot.draw()

@@ -29,6 +29,7 @@ from qtpy.QtWidgets import (
 from ..core.errors import Cancelled, LGGSegError
 from . import _models
 from ._layers import (
+    SEGMENTATION_COLORS,
     SEGMENTATION_SUFFIX,
     format_volume,
     image_volume,
@@ -255,16 +256,18 @@ class SegmentWidget(QWidget):
         self.cancel_button.setEnabled(running)
 
     def _on_yield(self, item) -> None:
+        if self._outcome:  # a late report after the result arrived
+            return
         if item[0] == "status":
             self.status.setText(item[1])
         elif item[0] == "progress":
             done, total = item[1], item[2]
             self.progress_bar.setRange(0, total)
             self.progress_bar.setValue(done)
-            if self._bar is not None:
-                self._bar.update(done - self._bar.n)
             if not self._stop.is_set():
                 self.status.setText(f"Segmented {done} of {total} slices")
+            if self._bar is not None:  # last: napari's progress may process pending events
+                self._bar.update(done - self._bar.n)
 
     def _on_returned(self, outcome: Outcome, image_layer, params: dict) -> None:
         if outcome.status == DONE:
@@ -317,8 +320,12 @@ class SegmentWidget(QWidget):
             layer = existing
             verb = "Updated"
         else:
-            layer = self.viewer.add_labels(labels, name=self.result_layer_name(image_layer),
-                                           scale=scale, translate=translate, metadata=meta, opacity=0.6)
+            from napari.utils.colormaps import DirectLabelColormap
+
+            layer = self.viewer.add_labels(
+                labels, name=self.result_layer_name(image_layer), scale=scale, translate=translate,
+                metadata=meta, opacity=0.6, colormap=DirectLabelColormap(color_dict=SEGMENTATION_COLORS),
+            )
             verb = "Added"
         summary = volume_summary(labels, scale)
         self.result.setText(f"{format_volume(summary)}\nModel: {meta['model']} {meta['version']}".strip())

@@ -26,6 +26,7 @@ from qtpy.QtWidgets import (
     QListWidgetItem,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QStackedWidget,
     QVBoxLayout,
@@ -125,7 +126,7 @@ class TrainWidget(QWidget):
         self._steps = 0
         self._epochs = 0
         self._last_draw = 0.0
-        self._history: dict[str, list[tuple[float, float]]] = {}
+        self._history: dict = {}  # key -> {epoch: [(x, running mean)]} or [(epoch, value)]
 
         # data
         self.source_combo = QComboBox(self)
@@ -160,7 +161,7 @@ class TrainWidget(QWidget):
         self.data_pages = QStackedWidget(self)
         self.data_pages.addWidget(folder_page)
         self.data_pages.addWidget(layers_page)
-        self.source_combo.currentIndexChanged.connect(self.data_pages.setCurrentIndex)
+        self.source_combo.currentIndexChanged.connect(self._show_data_page)
         self.add_pair_button.clicked.connect(self._add_current_pair)
         self.remove_pair_button.clicked.connect(self._remove_pair)
 
@@ -239,8 +240,17 @@ class TrainWidget(QWidget):
         self.start_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.stop)
         self._update_init()
+        self._show_data_page(self.source_combo.currentIndex())
 
     # ------------------------------------------------------------------ inputs
+    def _show_data_page(self, index: int) -> None:
+        # a QStackedWidget is as tall as its tallest page unless hidden pages are ignored
+        for i in range(self.data_pages.count()):
+            policy = QSizePolicy.Preferred if i == index else QSizePolicy.Ignored
+            self.data_pages.widget(i).setSizePolicy(policy, policy)
+        self.data_pages.setCurrentIndex(index)
+        self.data_pages.adjustSize()
+
     def _update_init(self, *_args) -> None:
         key = self.init_combo.currentData()
         self.init_file.setEnabled(key == "file")
@@ -365,6 +375,8 @@ class TrainWidget(QWidget):
         self.stop_button.setEnabled(running)
 
     def _on_yield(self, item) -> None:
+        if self._outcome:  # a late report after the result arrived
+            return
         kind = item[0]
         if kind == "status":
             if not self._stop.is_set():
@@ -384,12 +396,10 @@ class TrainWidget(QWidget):
             epoch, step, logs = item[1], item[2], item[3]
             done = epoch * self._steps + step
             self.progress_bar.setValue(min(done, self.progress_bar.maximum()))
-            if self._bar is not None:
-                self._bar.update(done - self._bar.n)
             x = epoch + step / self._steps
             for key, _ in METRICS:
-                if key in logs:
-                    self._history.setdefault(key, []).append((x, logs[key]))
+                if key in logs:  # running means over the epoch so far: one line per epoch
+                    self._history.setdefault(key, {}).setdefault(epoch, []).append((x, logs[key]))
             if not self._stop.is_set():
                 self.status.setText(
                     f"Epoch {epoch + 1}/{self._epochs}, batch {step}/{self._steps}: "
@@ -397,6 +407,8 @@ class TrainWidget(QWidget):
                 )
             if time.monotonic() - self._last_draw > 0.5:
                 self._redraw()
+            if self._bar is not None:  # last: napari's progress may process pending events
+                self._bar.update(done - self._bar.n)
         elif kind == "epoch":
             epoch, logs = item[1], item[2]
             for key, _ in METRICS:
@@ -412,12 +424,12 @@ class TrainWidget(QWidget):
         self._last_draw = time.monotonic()
         self.plot.clear()
         for ax, (key, _title) in zip(self.plot.axes, METRICS):
-            if key in self._history:
-                xs, ys = zip(*self._history[key])
-                ax.plot(xs, ys, color="#4c9be8", linewidth=1, label="train")
+            for i, points in enumerate(self._history.get(key, {}).values()):
+                xs, ys = zip(*points)
+                ax.plot(xs, ys, color="#4c9be8", linewidth=1, alpha=0.35)
             if f"epoch_{key}" in self._history:
                 xs, ys = zip(*self._history[f"epoch_{key}"])
-                ax.plot(xs, ys, "o", color="#4c9be8", markersize=3)
+                ax.plot(xs, ys, "o-", color="#4c9be8", linewidth=1.5, markersize=3, label="train")
             if f"val_{key}" in self._history:
                 xs, ys = zip(*self._history[f"val_{key}"])
                 ax.plot(xs, ys, "o--", color="#f0a030", linewidth=1, markersize=3, label="val")
