@@ -30,19 +30,22 @@ def main() -> int:
     info = bundled_info()
     model = load_model()
     val = {}
-    for min_size in MIN_SIZES:
-        r = evaluate(args.data, model, patients=info["split"]["val"], min_size=min_size)
-        val[min_size] = r.summary["dice_mean"]
-        print(f"val min_size={min_size}: per-patient Dice {val[min_size]:.4f}", flush=True)
-    chosen = max(val, key=lambda k: (round(val[k], 3), -k))  # ties: the smaller filter
+    for tta in (False, True):
+        for min_size in MIN_SIZES:
+            r = evaluate(args.data, model, patients=info["split"]["val"], min_size=min_size, flip_tta=tta)
+            val[f"min_size={min_size} flip_tta={tta}"] = (r.summary["dice_mean"], min_size, tta)
+            print(f"val min_size={min_size} flip_tta={tta}: per-patient Dice {r.summary['dice_mean']:.4f}", flush=True)
+    # ties (within 0.005) go to the cheaper, simpler setting
+    best = max(v[0] for v in val.values())
+    _, min_size, tta = min((v for v in val.values() if v[0] >= best - 0.005), key=lambda v: (v[2], v[1]))
     t = time.perf_counter()
-    test = evaluate(args.data, model, patients=info["split"]["test"], min_size=chosen)
+    test = evaluate(args.data, model, patients=info["split"]["test"], min_size=min_size, flip_tta=tta)
     seconds = time.perf_counter() - t
-    print(f"test (min_size={chosen}):\n{test.format()}")
+    print(f"test (min_size={min_size}, flip_tta={tta}):\n{test.format()}")
     test.to_json(out / "test_report.json")
     n_slices = test.summary["n_slices"]
     (out / "selection.json").write_text(json.dumps(
-        {"val_dice_by_min_size": val, "chosen_min_size": chosen,
+        {"val_dice": {k: v[0] for k, v in val.items()}, "chosen": {"min_size": min_size, "flip_tta": tta},
          "test_seconds": seconds, "test_slices_per_s": n_slices / seconds}, indent=1))
     print(f"{n_slices} slices in {seconds:.1f} s ({n_slices / seconds:.1f} slices/s incl. reading)")
     print("per-patient Dice:", np.round([p.dice for p in test.patients], 3).tolist())

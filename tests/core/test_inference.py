@@ -64,3 +64,18 @@ def test_real_keras_model_and_bad_input(tiny_model_path):
     assert labels.shape == (3, 64, 64) and set(np.unique(labels)) <= {0, 1}
     with pytest.raises(InputError, match="cannot be segmented"):
         segment_volume(np.zeros((2, 2, 8, 8, 3)), model)
+
+
+def test_flip_tta_averages_mirrored_prediction():
+    class LeftHalf(ConstModel):
+        def predict_on_batch(self, x):
+            out = np.zeros((*x.shape[:3], 1), np.float32)
+            out[:, :, :128] = 1.0  # always the left half, whatever the input
+            return out
+
+    vol = np.zeros((2, 256, 256), np.uint8)
+    plain = segment_volume(vol, LeftHalf(), threshold=0.4)
+    tta = segment_volume(vol, LeftHalf(), threshold=0.4, flip_tta=True)
+    assert plain[:, :, :128].all() and not plain[:, :, 128:].any()
+    assert tta.all()  # 0.5 everywhere after averaging with the mirrored prediction
+    assert not segment_volume(vol, LeftHalf(), threshold=0.6, flip_tta=True).any()

@@ -78,7 +78,13 @@ def _load_gl_driver() -> None:
 
 
 def import_tensorflow():
-    """Import TensorFlow (once), avoiding the LLVM clash with OpenGL drivers (see module doc)."""
+    """Import TensorFlow (once), avoiding the LLVM clash with OpenGL drivers (see module doc).
+
+    Also turns oneDNN on by default (it is off in some builds; ~1.1-1.8x faster on CPU)
+    and quiets TensorFlow's C++ log, unless the user set these variables.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
     deepbind = getattr(os, "RTLD_DEEPBIND", 0)

@@ -87,6 +87,7 @@ def evaluate(
     threshold: float = 0.5,
     batch_size: int = 8,
     min_size: int = 0,
+    flip_tta: bool = False,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> EvaluationReport:
     """Segment every patient folder under ``data_root`` (or only ``patients``) and score it."""
@@ -107,7 +108,8 @@ def evaluate(
         st = read_patient(folder)
         if st.mask is None:
             raise InputError(f"{folder}: no masks; evaluation needs ground truth")
-        pred = segment_volume(st.image, model, threshold=threshold, batch_size=batch_size, min_size=min_size)
+        pred = segment_volume(st.image, model, threshold=threshold, batch_size=batch_size, min_size=min_size,
+                              flip_tta=flip_tta)
         scores.append(
             PatientScore(st.patient_id, st.n_slices, dice(st.mask, pred), iou(st.mask, pred),
                          int(st.mask.sum()), int(pred.sum()))

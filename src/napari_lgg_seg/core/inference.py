@@ -20,9 +20,17 @@ def model_input_size(model) -> tuple[int, int]:
 
 
 def predict_probabilities(
-    volume: np.ndarray, model=None, *, batch_size: int = 8, progress: ProgressCallback | None = None
+    volume: np.ndarray,
+    model=None,
+    *,
+    batch_size: int = 8,
+    progress: ProgressCallback | None = None,
+    flip_tta: bool = False,
 ) -> np.ndarray:
-    """Abnormality probability float32 ``(Z, Y, X)`` for a volume (see ``segment_volume``)."""
+    """Abnormality probability float32 ``(Z, Y, X)`` for a volume (see ``segment_volume``).
+
+    ``flip_tta`` averages the prediction with that of the left-right mirrored slices.
+    """
     vol, single = as_channels_last(volume)
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, not {batch_size}")
@@ -37,6 +45,9 @@ def predict_probabilities(
     for start in range(0, z, batch_size):
         batch = to_model_input(vol[start : start + batch_size], value_range, size)
         p = np.asarray(model.predict_on_batch(batch), dtype=np.float32)[..., 0]
+        if flip_tta:
+            mirrored = np.asarray(model.predict_on_batch(batch[:, :, ::-1]), dtype=np.float32)
+            p = 0.5 * (p + mirrored[:, :, ::-1, 0])
         if p.shape[1:] != (y, x):
             p = resize_slices(p, (y, x), order=1)
         probs[start : start + len(batch)] = p
@@ -67,16 +78,20 @@ def segment_volume(
     batch_size: int = 8,
     progress: ProgressCallback | None = None,
     min_size: int = 0,
+    flip_tta: bool = False,
 ) -> np.ndarray:
     """Segment a ``(Z, Y, X[, 3])`` volume (or one ``(Y, X[, 3])`` slice) into uint8 labels.
 
     ``model`` defaults to the bundled U-Net. Slices of any size are resized to the model
     input and the probabilities back. ``progress(done, total)`` is called after every
     batch; returning False cancels (raises ``Cancelled``). Components smaller than
-    ``min_size`` voxels are removed.
+    ``min_size`` voxels are removed. ``flip_tta`` also predicts the mirrored slices and
+    averages (twice the time).
     """
     if not 0.0 < threshold < 1.0:
         raise InputError(f"threshold must be between 0 and 1, not {threshold}")
-    probs = predict_probabilities(volume, model, batch_size=batch_size, progress=progress)
+    probs = predict_probabilities(
+        volume, model, batch_size=batch_size, progress=progress, flip_tta=flip_tta
+    )
     labels = (probs >= threshold).astype(np.uint8)
     return remove_small_components(labels, min_size)

@@ -9,9 +9,6 @@ import json
 import os
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-
 from ._tfload import import_tensorflow  # noqa: E402
 
 import_tensorflow()  # before keras: avoids a crash beside Mesa OpenGL (see _tfload)
