@@ -54,7 +54,7 @@ def main() -> int:
         return 0
     r2 = train(data, TrainConfig(
         out=str(phase2), epochs=200, batch_size=8, learning_rate=3e-4, init_from=str(phase1),
-        crop_size=None, positive_fraction=0.5, samples_per_epoch=640, patience=6, lr_patience=2,
+        crop_size=None, positive_fraction=0.5, samples_per_epoch=640, patience=10, lr_patience=3,
         time_budget_min=args.phase2_minutes, log_csv=str(work / "phase2.csv"), **common), verbose=2)
     print("phase 2:", r2.best_epoch, r2.best_val_patient_dice, flush=True)
     export(phase2, args)
@@ -73,8 +73,9 @@ def export(phase2: Path, args: argparse.Namespace) -> None:
         "depth": 4,
         "input_shape": [256, 256, 3],
         "threshold": 0.5,
-        "preprocessing": "channels (pre-contrast, FLAIR, post-contrast); uint8/255, other dtypes "
-        "by 0.5-99.5 percentile range; grey replicated to 3 channels; bilinear resize to 256x256",
+        "preprocessing": "channels (pre-contrast, FLAIR, post-contrast); each channel divided by "
+        "the 99.5th percentile of its non-zero voxels over the volume and clipped to [0, 1]; grey "
+        "replicated to 3 channels; bilinear resize to 256x256",
         "split": split,
         "val_patient_dice": state["best"],
         "best_epoch": state["best_epoch"],

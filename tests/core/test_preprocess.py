@@ -12,6 +12,18 @@ def test_uint8_rgb_scaling_and_resize():
     assert x.min() == pytest.approx(1.0) and x.max() == pytest.approx(1.0)
 
 
+def test_per_volume_per_channel_normalisation_removes_scanner_scale():
+    rng = np.random.default_rng(0)
+    v = rng.integers(1, 100, (4, 32, 32, 3)).astype(np.uint8)
+    v[:, :4] = 0  # background
+    dim = (v * np.array([1.0, 0.5, 2.0])).clip(0, 255).astype(np.uint8)
+    a, b = to_model_input(v, intensity_range(v)), to_model_input(dim, intensity_range(dim))
+    assert a[:, :16].max() == 0.0  # background stays 0
+    np.testing.assert_allclose(a[..., 1], b[..., 1], atol=0.03)  # halved FLAIR looks the same
+    lo, hi = intensity_range(v)
+    assert lo.tolist() == [0, 0, 0] and 95 <= hi.min() <= 99
+
+
 def test_grey_replicated_and_uint16_rescaled():
     v = np.linspace(0, 4000, 3 * 256 * 256).astype(np.uint16).reshape(3, 256, 256)
     vol, single = as_channels_last(v)

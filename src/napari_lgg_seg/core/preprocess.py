@@ -1,8 +1,11 @@
 """The one preprocessing path shared by training and inference.
 
-Slices become float32 ``(N, 256, 256, 3)`` in [0, 1]: uint8 is divided by 255, other
-dtypes are rescaled by the volume's 0.5-99.5 percentile range, grey-scale (FLAIR only)
-is replicated to the three channels, and slices of another size are resized bilinearly.
+Slices become float32 ``(N, 256, 256, 3)`` in [0, 1]. Each channel of a volume is
+divided by the 99.5th percentile of its non-zero voxels (so 0 stays background and the
+brain's brightest tissue maps near 1 whatever the scanner's grey-value scale) and
+clipped; grey-scale (FLAIR only) is replicated to the three channels, and slices of
+another size are resized bilinearly. Statistics come from the whole volume, so a volume
+is normalised the same way whether it is segmented at once or in batches.
 """
 
 from __future__ import annotations
@@ -36,22 +39,31 @@ def as_channels_last(volume: np.ndarray) -> tuple[np.ndarray, bool]:
     return v, single
 
 
-def intensity_range(volume: np.ndarray) -> tuple[float, float]:
-    """Range that maps the volume to [0, 1]: (0, 255) for uint8, robust percentiles otherwise."""
-    if volume.dtype == np.uint8:
-        return 0.0, 255.0
-    if volume.dtype == bool:
-        return 0.0, 1.0
-    lo, hi = np.percentile(volume, [0.5, 99.5])
-    if hi <= lo:
-        hi = lo + 1.0
-    return float(lo), float(hi)
+def intensity_range(volume: np.ndarray, percentile: float = 99.5) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (low, high) of a ``(Z, Y, X, C)`` volume: low is 0 (or the minimum when
+    there are negative values), high the ``percentile`` of the voxels above low."""
+    v = np.asarray(volume)
+    channels = v.shape[-1]
+    lows = np.zeros(channels, np.float32)
+    highs = np.ones(channels, np.float32)
+    # a strided sample keeps this cheap on long stacks; percentiles barely move
+    step = max(1, int(np.ceil(v[..., 0].size / 2_000_000)))
+    for c in range(channels):
+        values = v[..., c].reshape(-1)[::step].astype(np.float32)
+        lows[c] = min(0.0, float(values.min()))
+        fg = values[values > lows[c]]
+        if fg.size:
+            highs[c] = float(np.percentile(fg, percentile))
+        if highs[c] <= lows[c]:
+            highs[c] = lows[c] + 1.0
+    return lows, highs
 
 
 def to_model_input(
-    slices: np.ndarray, value_range: tuple[float, float], size: tuple[int, int] = MODEL_SIZE
+    slices: np.ndarray, value_range: tuple[np.ndarray, np.ndarray], size: tuple[int, int] = MODEL_SIZE
 ) -> np.ndarray:
-    """Scale ``(N, Y, X, C)`` slices to float32 ``(N, *size, 3)`` in [0, 1]."""
+    """Scale ``(N, Y, X, C)`` slices with ``intensity_range`` of their volume to float32
+    ``(N, *size, 3)`` in [0, 1]."""
     lo, hi = value_range
     x = (slices.astype(np.float32) - lo) / (hi - lo)
     np.clip(x, 0.0, 1.0, out=x)
