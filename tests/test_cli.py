@@ -40,14 +40,14 @@ def assert_one_line_error(code, err, *fragments):
 
 
 def _flair_model(size: int | None):
-    """A 1x1-conv model whose output is sigmoid(40 * (FLAIR - 0.5)): it marks pixels whose
-    FLAIR channel is above mid-grey, so its predictions follow the image content."""
+    """A 1x1-conv model whose output is sigmoid(40 * (FLAIR - 0.75)): it marks pixels whose
+    normalised FLAIR is bright, so its predictions follow the image content."""
     import keras
 
     inp = keras.Input((size, size, 3))
     out = keras.layers.Conv2D(1, 1, activation="sigmoid")(inp)
     model = keras.Model(inp, out)
-    model.set_weights([np.array([0.0, 40.0, 0.0], np.float32).reshape(1, 1, 3, 1), np.array([-20.0], np.float32)])
+    model.set_weights([np.array([0.0, 40.0, 0.0], np.float32).reshape(1, 1, 3, 1), np.array([-30.0], np.float32)])
     return model
 
 
