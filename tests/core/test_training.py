@@ -3,7 +3,6 @@ import subprocess
 import sys
 import threading
 
-import numpy as np
 import pytest
 
 from napari_lgg_seg import InputError, ModelError, PatientStack

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from qtpy.QtWidgets import QComboBox, QMessageBox, QSizePolicy, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QMessageBox,
+    QSizePolicy,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
 
 
 class LayerComboBox(QComboBox):
@@ -54,6 +62,32 @@ class LayerComboBox(QComboBox):
         if idx < 0:
             raise ValueError(f"no layer {name!r} among the choices")
         self.setCurrentIndex(idx)
+
+
+def number_box(
+    parent: QWidget,
+    lo: float,
+    hi: float,
+    value: float,
+    *,
+    step: float | None = None,
+    decimals: int | None = None,
+    suffix: str = "",
+    tip: str = "",
+) -> QSpinBox | QDoubleSpinBox:
+    """A spin box (integer unless ``decimals`` is given) with range, value and tooltip."""
+    box = QSpinBox(parent) if decimals is None else QDoubleSpinBox(parent)
+    if decimals is not None:
+        box.setDecimals(decimals)
+    box.setRange(lo, hi)
+    if step is not None:
+        box.setSingleStep(step)
+    box.setValue(value)
+    if suffix:
+        box.setSuffix(suffix)
+    if tip:
+        box.setToolTip(tip)
+    return box
 
 
 def ask_yes_no(parent: QWidget | None, title: str, text: str) -> bool:

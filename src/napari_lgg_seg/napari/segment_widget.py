@@ -14,14 +14,12 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
     QProgressBar,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -39,7 +37,7 @@ from ._layers import (
     labels_digest,
     was_edited,
 )
-from ._qt_common import LayerComboBox, ask_yes_no
+from ._qt_common import LayerComboBox, ask_yes_no, number_box
 from ._tasks import CANCELLED, DONE, Outcome, reporting
 
 
@@ -90,21 +88,11 @@ class SegmentWidget(QWidget):
         self.model_combo = QComboBox(self)
         self.browse_button = QPushButton("Browse…", self)
         self.browse_button.setToolTip("Add a .keras model file to the choices")
-        self.threshold = QDoubleSpinBox(self)
-        self.threshold.setRange(0.01, 0.99)
-        self.threshold.setSingleStep(0.05)
-        self.threshold.setDecimals(2)
-        self.threshold.setValue(0.5)
-        self.threshold.setToolTip("Probability above which a voxel is abnormal")
-        self.batch_size = QSpinBox(self)
-        self.batch_size.setRange(1, 512)
-        self.batch_size.setValue(8)
-        self.batch_size.setToolTip("Slices per model call; smaller uses less memory")
-        self.min_size = QSpinBox(self)
-        self.min_size.setRange(0, 10_000_000)
-        self.min_size.setValue(0)
-        self.min_size.setSuffix(" voxels")
-        self.min_size.setToolTip("Remove 3D connected components smaller than this (0 keeps all)")
+        self.threshold = number_box(self, 0.01, 0.99, 0.5, step=0.05, decimals=2,
+                                    tip="Probability above which a voxel is abnormal")
+        self.batch_size = number_box(self, 1, 512, 8, tip="Slices per model call; smaller uses less memory")
+        self.min_size = number_box(self, 0, 10_000_000, 0, suffix=" voxels",
+                                   tip="Remove 3D connected components smaller than this (0 keeps all)")
         self.run_button = QPushButton("Run", self)
         self.cancel_button = QPushButton("Cancel", self)
         self.cancel_button.setEnabled(False)

@@ -15,7 +15,6 @@ from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
@@ -27,7 +26,6 @@ from qtpy.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSizePolicy,
-    QSpinBox,
     QStackedWidget,
     QVBoxLayout,
     QWidget,
@@ -36,7 +34,7 @@ from qtpy.QtWidgets import (
 from ..core.errors import Cancelled, InputError, LGGSegError
 from . import _models
 from ._layers import readable_error, stacks_from_layer_pairs
-from ._qt_common import LayerComboBox, PlotCanvas, ask_yes_no
+from ._qt_common import LayerComboBox, PlotCanvas, ask_yes_no, number_box
 from ._tasks import CANCELLED, DONE, Outcome, reporting
 
 FOLDER, LAYERS = 0, 1
@@ -171,26 +169,12 @@ class TrainWidget(QWidget):
             self.init_combo.addItem(label, key)
         self.init_file = QLineEdit(self)
         self.init_file.setPlaceholderText("model.keras to start from")
-        self.base_filters = QSpinBox(self)
-        self.base_filters.setRange(2, 64)
-        self.base_filters.setValue(16)
-        self.base_filters.setToolTip("Filters of the first U-Net level (scratch only)")
-        self.epochs = QSpinBox(self)
-        self.epochs.setRange(1, 10_000)
-        self.epochs.setValue(10)
-        self.batch_size = QSpinBox(self)
-        self.batch_size.setRange(1, 512)
-        self.batch_size.setValue(8)
-        self.learning_rate = QDoubleSpinBox(self)
-        self.learning_rate.setDecimals(6)
-        self.learning_rate.setRange(1e-6, 1.0)
-        self.learning_rate.setSingleStep(1e-4)
-        self.learning_rate.setValue(1e-4)
-        self.val_fraction = QDoubleSpinBox(self)
-        self.val_fraction.setRange(0.0, 0.5)
-        self.val_fraction.setSingleStep(0.05)
-        self.val_fraction.setValue(0.1)
-        self.val_fraction.setToolTip("Share of patients held out for validation (needs 3+ patients)")
+        self.base_filters = number_box(self, 2, 64, 16, tip="Filters of the first U-Net level (scratch only)")
+        self.epochs = number_box(self, 1, 10_000, 10)
+        self.batch_size = number_box(self, 1, 512, 8)
+        self.learning_rate = number_box(self, 1e-6, 1.0, 1e-4, step=1e-4, decimals=6)
+        self.val_fraction = number_box(self, 0.0, 0.5, 0.1, step=0.05, decimals=2,
+                                       tip="Share of patients held out for validation (needs 3+ patients)")
         self.augment = QCheckBox("augmentation", self)
         self.augment.setChecked(True)
         self.out_edit = QLineEdit(str(Path.home() / "lgg_finetuned.keras"), self)
