@@ -150,11 +150,12 @@ def test_bad_model_file_shows_readable_error(qtbot, setup, tmp_path, error_messa
     assert widget.run_button.isEnabled()
 
 
-def test_untrained_bundled_model_gives_a_clear_message(qtbot, setup, error_messages):
-    from napari_lgg_seg.core.model import BUNDLED_CONFIG
+def test_untrained_bundled_model_gives_a_clear_message(qtbot, setup, error_messages, monkeypatch, tmp_path):
+    from napari_lgg_seg.core import model as model_mod
 
-    if BUNDLED_CONFIG.exists():
-        pytest.skip("the bundled model is trained; nothing to report")
+    # a checkout without trained weights: point the bundled folder at an empty one
+    monkeypatch.setattr(model_mod, "BUNDLED_DIR", tmp_path)
+    monkeypatch.setattr(model_mod, "BUNDLED_CONFIG", tmp_path / "model.json")
     viewer, widget = setup
     widget.select_model(_models.BUNDLED_SOURCE)
     assert run(qtbot, widget) == "error"
