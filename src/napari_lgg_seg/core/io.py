@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,22 +119,27 @@ def _read_kaggle_folder(folder: Path) -> PatientStack:
     )
 
 
+def accepts_shape(shape: tuple[int, ...]) -> bool:
+    """Whether a TIFF array of this shape can be read as a volume (see ``_as_volume``)."""
+    return len(shape) in (2, 3) or (len(shape) == 4 and shape[-1] in (1, 3, 4))
+
+
 def _as_volume(arr: np.ndarray, path: Path) -> np.ndarray:
     """Bring a TIFF array to (Z, Y, X) or (Z, Y, X, 3)."""
+    if not accepts_shape(arr.shape):
+        raise InputError(
+            f"{path}: array of shape {arr.shape} cannot be segmented; expected (Y, X), (Y, X, 3), "
+            "(Z, Y, X) or (Z, Y, X, 3)"
+        )
     if arr.ndim == 2:
         return arr[None]
     if arr.ndim == 3 and arr.shape[-1] in (3, 4) and arr.shape[0] > 4:
         arr = arr[None]  # a single RGB(A) slice
     if arr.ndim == 3:
         return arr
-    if arr.ndim == 4 and arr.shape[-1] in (1, 3, 4):
-        if arr.shape[-1] == 1:
-            return arr[..., 0]
-        return arr[..., :3]  # drop alpha
-    raise InputError(
-        f"{path}: array of shape {arr.shape} cannot be segmented; expected (Y, X), (Y, X, 3), "
-        "(Z, Y, X) or (Z, Y, X, 3)"
-    )
+    if arr.shape[-1] == 1:
+        return arr[..., 0]
+    return arr[..., :3]  # drop alpha
 
 
 def read_patient(path: str | os.PathLike) -> PatientStack:
@@ -247,7 +251,3 @@ def is_readable(path: str | os.PathLike) -> bool:
         except OSError:
             return False
     return p.suffix.lower() in TIFF_SUFFIXES
-
-
-def patient_ids(stacks: Sequence[PatientStack]) -> list[str]:
-    return [s.patient_id for s in stacks]

@@ -9,7 +9,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._tfload import import_tensorflow  # noqa: E402
@@ -182,11 +182,14 @@ def _float32_twin(base_filters: int) -> Callable[[keras.Model], keras.Model]:
     """Exported models take whole 256x256 slices and compute in float32, whatever
     crops and precision trained them."""
 
+    twins: list[keras.Model] = []  # built once, on the first save
+
     def export(model: keras.Model) -> keras.Model:
-        with _policy("float32"):
-            twin = build_unet(base_filters)
-        twin.set_weights(model.get_weights())
-        return twin
+        if not twins:
+            with _policy("float32"):
+                twins.append(build_unet(base_filters))
+        twins[0].set_weights(model.get_weights())
+        return twins[0]
 
     return export
 
@@ -314,7 +317,3 @@ def train(
 def _replicas(model: keras.Model) -> int:
     strategy = getattr(model, "distribute_strategy", None)
     return int(getattr(strategy, "num_replicas_in_sync", 1))
-
-
-def config_dict(cfg: TrainConfig) -> dict:
-    return asdict(cfg)

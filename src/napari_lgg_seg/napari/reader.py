@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ..core.io import TIFF_SUFFIXES, _SLICE_RE, is_readable, read_patient
+from ..core.io import TIFF_SUFFIXES, _SLICE_RE, accepts_shape, is_readable, read_patient
 from ._layers import stack_layer_data
 
 PathOrPaths = str | os.PathLike | Sequence[str | os.PathLike]
@@ -29,11 +29,6 @@ def _tiff_shape(path: Path) -> tuple[int, ...] | None:
         return None
 
 
-def _volume_like(shape: tuple[int, ...]) -> bool:
-    # what core.io._as_volume accepts
-    return len(shape) in (2, 3) or (len(shape) == 4 and shape[-1] in (1, 3, 4))
-
-
 def claims(path: str | os.PathLike) -> bool:
     """Whether this plugin should read ``path`` (cheap: no pixel data is read)."""
     p = Path(path)
@@ -47,7 +42,7 @@ def claims(path: str | os.PathLike) -> bool:
     shape = _tiff_shape(p)
     if shape is None:
         return True  # a .tif we cannot parse: read_patient says why
-    return _volume_like(shape)
+    return accepts_shape(shape)
 
 
 def get_reader(path: PathOrPaths) -> Callable | None:
