@@ -1,10 +1,12 @@
-"""Reproduce the bundled model: two training phases, then export into the package.
+"""Reproduce the bundled model: three training phases, then export into the package.
 
     python scripts/train_bundled.py --data ../shared/data/lgg/kaggle_3m --work runs/bundled
 
 Phase 1 trains from scratch on 128-px crops biased towards the abnormality (cheap on a
 CPU); phase 2 fine-tunes on whole 256x256 slices so that BatchNorm statistics and the
-decision boundary match inference. 20% of the patients (split by patient, stratified by
+decision boundary match inference; phase 3 continues on whole slices with a cosine
+learning-rate decay, an exponential moving average of the weights (validated and saved)
+and abnormal slices sampled closer to their natural frequency. 20% of the patients (split by patient, stratified by
 institution, seed 0) are held out as the test set and never used for any choice.
 """
 
@@ -26,11 +28,14 @@ def main() -> int:
     ap.add_argument("--work", default="runs/bundled")
     ap.add_argument("--phase1-minutes", type=float, default=55)
     ap.add_argument("--phase2-minutes", type=float, default=35)
+    ap.add_argument("--phase3-minutes", type=float, default=100)
+    ap.add_argument("--phase3-epochs", type=int, default=40, help="length of the cosine decay")
     ap.add_argument("--base-filters", type=int, default=16)
     ap.add_argument("--precision", default="mixed_bfloat16")
-    ap.add_argument("--skip-phase1", action="store_true")
+    ap.add_argument("--start-phase", type=int, choices=(1, 2, 3), default=1,
+                    help="start from this phase, using the earlier phases' models in --work")
     ap.add_argument("--export-only", action="store_true",
-                    help="only export the phase-2 model (e.g. after resuming phase 2 with the CLI)")
+                    help="only export the phase-3 model (e.g. after resuming phase 3 with the CLI)")
     ap.add_argument("--export", default="src/napari_lgg_seg/bundled")
     args = ap.parse_args()
     work = Path(args.work)
@@ -41,7 +46,7 @@ def main() -> int:
         precision=args.precision, workers=2, augment=True,
     )
     phase1 = work / "phase1.keras"
-    if not args.skip_phase1:
+    if args.start_phase <= 1 and not args.export_only:
         r1 = train(data, TrainConfig(
             out=str(phase1), epochs=200, batch_size=16, learning_rate=1e-3, init_from="scratch",
             crop_size=128, positive_fraction=0.6, samples_per_epoch=2048, patience=12,
@@ -49,23 +54,31 @@ def main() -> int:
             **common), verbose=2)
         print("phase 1:", r1.best_epoch, r1.best_val_patient_dice, r1.split, flush=True)
     phase2 = work / "phase2.keras"
+    phase3 = work / "phase3.keras"
     if args.export_only:
-        export(phase2, args)
+        export(phase3, args)
         return 0
-    r2 = train(data, TrainConfig(
-        out=str(phase2), epochs=200, batch_size=8, learning_rate=3e-4, init_from=str(phase1),
-        crop_size=None, positive_fraction=0.5, samples_per_epoch=640, patience=10, lr_patience=3,
-        time_budget_min=args.phase2_minutes, log_csv=str(work / "phase2.csv"), **common), verbose=2)
-    print("phase 2:", r2.best_epoch, r2.best_val_patient_dice, flush=True)
-    export(phase2, args)
+    if args.start_phase <= 2:
+        r2 = train(data, TrainConfig(
+            out=str(phase2), epochs=200, batch_size=8, learning_rate=3e-4, init_from=str(phase1),
+            crop_size=None, positive_fraction=0.5, samples_per_epoch=640, patience=10, lr_patience=3,
+            time_budget_min=args.phase2_minutes, log_csv=str(work / "phase2.csv"), **common), verbose=2)
+        print("phase 2:", r2.best_epoch, r2.best_val_patient_dice, flush=True)
+    r3 = train(data, TrainConfig(
+        out=str(phase3), epochs=args.phase3_epochs, batch_size=8, learning_rate=3e-4, min_lr=1e-5,
+        lr_schedule="cosine", ema_momentum=0.995, init_from=str(phase2), crop_size=None,
+        positive_fraction=0.4, samples_per_epoch=640, patience=args.phase3_epochs,
+        time_budget_min=args.phase3_minutes, log_csv=str(work / "phase3.csv"), **common), verbose=2)
+    print("phase 3:", r3.best_epoch, r3.best_val_patient_dice, flush=True)
+    export(phase3, args)
     return 0
 
 
-def export(phase2: Path, args: argparse.Namespace) -> None:
-    """Write the phase-2 best model into the package in the bundled format."""
-    state = json.loads(phase2.with_name(phase2.name + ".state.json").read_text())
-    split = json.loads(phase2.with_name(phase2.stem + ".split.json").read_text())
-    model = load_model(phase2)
+def export(best: Path, args: argparse.Namespace) -> None:
+    """Write the last phase's best model into the package in the bundled format."""
+    state = json.loads(best.with_name(best.name + ".state.json").read_text())
+    split = json.loads(best.with_name(best.stem + ".split.json").read_text())
+    model = load_model(best)
     info = {
         "name": "lgg-unet16",
         "version": time.strftime("1.0.%Y%m%d"),

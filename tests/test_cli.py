@@ -3,6 +3,7 @@ error line, a non-zero exit status and no output file."""
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -134,6 +135,12 @@ def test_usage_errors_exit_2(capsys):
         main(["segment", "x", "-o", "y.tif", "--threshold", "1.5"])
     assert info.value.code == 2
     assert "between 0 and 1" in capsys.readouterr().err
+    for option, value, message in [("--ema", "1.5", "between 0 and 1 (exclusive), not 1.5"),
+                                   ("--positive-fraction", "2", "must be in [0, 1], not 2.0")]:
+        with pytest.raises(SystemExit) as info:
+            main(["train", "x", "--out", "m.keras", option, value])
+        assert info.value.code == 2
+        assert message in capsys.readouterr().err
     with pytest.raises(SystemExit) as info:
         main([])
     assert info.value.code == 2
@@ -439,11 +446,14 @@ def test_train_one_epoch_then_evaluate(tmp_path, capsys, data_root):
         capsys, "train", data_root, "--out", model, "--epochs", "1", "--batch-size", "2",
         "--base-filters", "2", "--init-from", "scratch", "--crop-size", "64", "--no-augment",
         "--val-patients", "TCGA_X2_0002_20000101", "--log-csv", log,
+        "--lr-schedule", "cosine", "--learning-rate", "0.002", "--ema", "0.99", "--positive-fraction", "1",
     )
     assert code == 0, err
     assert model.is_file() and log.is_file()
     assert "1 epoch(s) run" in stdout and "2 train, 1 validation" in stdout
     assert "dice" in log.read_text() and "val_patient_dice" in log.read_text()
+    with open(log, newline="") as f:
+        assert float(next(csv.DictReader(f))["learning_rate"]) == pytest.approx(0.002)
 
     report = tmp_path / "report.json"
     code, stdout, err = run(capsys, "evaluate", data_root, "--model", model, "--report", report,

@@ -164,6 +164,7 @@ _positive_int = _number(int, lambda v: v >= 1, "must be at least 1")
 _non_negative_int = _number(int, lambda v: v >= 0, "must be 0 or more")
 _probability = _number(float, lambda v: 0.0 < v < 1.0, "must be between 0 and 1 (exclusive)")
 _fraction = _number(float, lambda v: 0.0 <= v < 1.0, "must be in [0, 1)")
+_share = _number(float, lambda v: 0.0 <= v <= 1.0, "must be in [0, 1]")
 _positive_float = _number(float, lambda v: v > 0, "must be greater than 0")
 
 
@@ -291,6 +292,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         base_filters=args.base_filters,
         learning_rate=args.learning_rate,
+        lr_schedule=args.lr_schedule,
+        min_lr=args.min_lr,
+        ema_momentum=args.ema,
         init_from=args.init_from,
         val_patients=args.val_patients,
         val_fraction=args.val_fraction,
@@ -299,6 +303,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         augment=not args.no_augment,
         crop_size=args.crop_size,
         samples_per_epoch=args.samples_per_epoch,
+        positive_fraction=args.positive_fraction,
         patience=args.patience,
         time_budget_min=args.time_budget,
         precision=args.precision,
@@ -468,6 +473,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-filters", type=_positive_int, default=16,
                    help="filters of the first U-Net level (doubles at each level)")
     p.add_argument("--learning-rate", type=_positive_float, default=1e-3, help="initial Adam learning rate")
+    p.add_argument("--lr-schedule", choices=["plateau", "cosine"], default="plateau",
+                   help="halve the learning rate when validation stalls, or decay it along a cosine "
+                   "to --min-lr over --epochs")
+    p.add_argument("--min-lr", type=_positive_float, default=1e-5, help="lowest learning rate of either schedule")
+    p.add_argument("--ema", type=_probability, default=None, metavar="MOMENTUM",
+                   help="validate and save an exponential moving average of the weights (e.g. 0.995)")
     p.add_argument("--init-from", default="bundled", metavar="bundled|scratch|PATH",
                    help="start from the bundled model, from random weights, or from a .keras file")
     p.add_argument("--val-patients", nargs="+", metavar="ID", default=None,
@@ -481,6 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train on random PX x PX crops (faster) instead of whole 256x256 slices")
     p.add_argument("--samples-per-epoch", type=_positive_int, default=None, metavar="N",
                    help="slices/crops drawn per epoch (default: every training slice once)")
+    p.add_argument("--positive-fraction", type=_share, default=0.5, metavar="F",
+                   help="share of drawn samples that show abnormality")
     p.add_argument("--patience", type=_positive_int, default=10,
                    help="stop after this many epochs without improvement")
     p.add_argument("--no-augment", action="store_true", help="disable data augmentation")

@@ -69,6 +69,35 @@ def test_stop_event_keeps_previous_model_intact(tmp_path, small_data):
     assert not list(tmp_path.glob(".m.*"))  # no temp files left behind
 
 
+def test_cosine_schedule_decays_to_min_lr(tmp_path, small_data):
+    from napari_lgg_seg.core.training import train
+
+    r = train(small_data, cfg(tmp_path, epochs=3, learning_rate=1e-3, min_lr=1e-5, lr_schedule="cosine",
+                              log_csv=str(tmp_path / "log.csv")), verbose=0)
+    assert r.history["learning_rate"] == pytest.approx([1e-3, 0.5 * (1e-3 + 1e-5), 1e-5], rel=1e-4)
+
+
+def test_ema_saves_averaged_weights(tmp_path, small_data, tiny_model_path):
+    """With a momentum near 1 the averaged weights barely move after the first step,
+    so the saved model stays much closer to the initial one than the raw weights do."""
+    import numpy as np
+
+    from napari_lgg_seg.core.model import load_model
+    from napari_lgg_seg.core.training import train
+
+    init = load_model(tiny_model_path).get_weights()
+
+    def distance(out: str, **kw) -> float:
+        train(small_data, cfg(tmp_path, out=out, init_from=str(tiny_model_path), samples_per_epoch=32,
+                              learning_rate=1e-2, augment=False, **kw), verbose=0)
+        kernels = [(a, b) for a, b in zip(load_model(out).get_weights(), init) if a.ndim == 4]
+        return float(sum(np.abs(a - b).sum() for a, b in kernels))
+
+    raw = distance(str(tmp_path / "raw.keras"))
+    ema = distance(str(tmp_path / "ema.keras"), ema_momentum=0.999999)
+    assert ema < 0.5 * raw
+
+
 def test_init_from_file_and_wrong_architecture(tmp_path, small_data, tiny_model_path):
     from napari_lgg_seg.core.training import train
 
@@ -84,6 +113,8 @@ def test_init_from_file_and_wrong_architecture(tmp_path, small_data, tiny_model_
     (dict(epochs=0), "epochs must be at least 1"),
     (dict(batch_size=50, samples_per_epoch=None), "larger than the 12 training slices"),
     (dict(val_patients=["TCGA_ZZ"]), "validation patients not in the data"),
+    (dict(lr_schedule="step"), "unknown learning-rate schedule 'step'"),
+    (dict(ema_momentum=1.5), "EMA momentum must be between 0 and 1"),
 ])
 def test_bad_training_settings(tmp_path, small_data, kw, message):
     from napari_lgg_seg.core.training import train

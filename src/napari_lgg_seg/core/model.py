@@ -86,10 +86,15 @@ def bce_dice_loss(y_true, y_pred):
 CUSTOM_OBJECTS = {"dice_coef": dice_coef, "iou_coef": iou_coef, "bce_dice_loss": bce_dice_loss}
 
 
-def compile_unet(model: keras.Model, learning_rate: float = 1e-3) -> keras.Model:
-    """Compile with Adam, BCE+Dice loss and Dice/IoU metrics (named ``dice`` and ``iou``)."""
+def compile_unet(model: keras.Model, learning_rate: float = 1e-3, ema_momentum: float | None = None) -> keras.Model:
+    """Compile with Adam, BCE+Dice loss and Dice/IoU metrics (named ``dice`` and ``iou``).
+
+    ``ema_momentum`` keeps an exponential moving average of the weights in the optimizer
+    (use it with ``keras.callbacks.SwapEMAWeights``).
+    """
+    ema = {"use_ema": True, "ema_momentum": ema_momentum} if ema_momentum else {}
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=keras.optimizers.Adam(learning_rate, **ema),
         loss=bce_dice_loss,
         metrics=[
             keras.metrics.MeanMetricWrapper(dice_coef, name="dice"),

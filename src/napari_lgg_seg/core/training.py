@@ -48,6 +48,8 @@ class TrainConfig:
     patience: int = 10
     lr_patience: int = 4
     min_lr: float = 1e-5
+    lr_schedule: str = "plateau"  # "plateau" (halve on plateau) or "cosine" (decay to min_lr over epochs)
+    ema_momentum: float | None = None  # e.g. 0.995: validate and save an EMA of the weights
     time_budget_min: float | None = None
     precision: str = "float32"  # or "mixed_bfloat16" / "mixed_float16"
     resume: bool = False
@@ -233,6 +235,10 @@ def train(
         raise InputError(f"epochs must be at least 1, not {cfg.epochs}")
     if cfg.batch_size < 1:
         raise InputError(f"batch size must be at least 1, not {cfg.batch_size}")
+    if cfg.lr_schedule not in ("plateau", "cosine"):
+        raise InputError(f"unknown learning-rate schedule {cfg.lr_schedule!r}; use 'plateau' or 'cosine'")
+    if cfg.ema_momentum is not None and not 0 < cfg.ema_momentum < 1:
+        raise InputError(f"EMA momentum must be between 0 and 1, not {cfg.ema_momentum}")
     slices = data if isinstance(data, SliceSet) else load_training_data(data)
     ids = slices.patient_ids()
     if cfg.val_patients is not None:
@@ -264,7 +270,7 @@ def train(
         if state:
             model = keras.models.load_model(_last_path(out))
         else:
-            model = compile_unet(_initial_model(cfg), cfg.learning_rate)
+            model = compile_unet(_initial_model(cfg), cfg.learning_rate, cfg.ema_momentum)
 
     train_ds = SliceDataset(
         train_set, cfg.batch_size, augment=cfg.augment, crop_size=cfg.crop_size,
@@ -279,14 +285,14 @@ def train(
         out, monitor, mode, _float32_twin(cfg.base_filters), best=state["best"] if state else None
     )
     cbs: list[keras.callbacks.Callback] = []
+    if cfg.ema_momentum:
+        # Swapped in before validation and the epoch-end callbacks below, so that
+        # per-patient Dice, checkpoints and early stopping all see the averaged weights.
+        cbs.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     if val_ds:
         cbs.append(PatientDiceCallback(val_set, cfg.batch_size))
-    cbs += [
-        checkpoint,
-        keras.callbacks.ReduceLROnPlateau(monitor, factor=0.5, patience=cfg.lr_patience, mode=mode, min_lr=cfg.min_lr),
-        keras.callbacks.EarlyStopping(monitor, patience=cfg.patience, mode=mode),
-        stopper,
-    ]
+    cbs += [checkpoint, _lr_callback(cfg, monitor, mode)]
+    cbs += [keras.callbacks.EarlyStopping(monitor, patience=cfg.patience, mode=mode), stopper]
     if cfg.log_csv:
         cbs.append(keras.callbacks.CSVLogger(cfg.log_csv, append=bool(state)))
     cbs += list(callbacks)
@@ -312,6 +318,20 @@ def train(
         stopped_early=stopper.stopped,
         replicas=_replicas(model),
     )
+
+
+def _lr_callback(cfg: TrainConfig, monitor: str, mode: str) -> keras.callbacks.Callback:
+    if cfg.lr_schedule == "cosine":
+        return keras.callbacks.LearningRateScheduler(lambda epoch: cosine_lr(epoch, cfg))
+    return keras.callbacks.ReduceLROnPlateau(
+        monitor, factor=0.5, patience=cfg.lr_patience, mode=mode, min_lr=cfg.min_lr
+    )
+
+
+def cosine_lr(epoch: int, cfg: TrainConfig) -> float:
+    """Learning rate of ``epoch`` under cosine decay from ``learning_rate`` to ``min_lr``."""
+    t = min(epoch / max(cfg.epochs - 1, 1), 1.0)
+    return cfg.min_lr + 0.5 * (cfg.learning_rate - cfg.min_lr) * (1 + math.cos(math.pi * t))
 
 
 def _replicas(model: keras.Model) -> int:
