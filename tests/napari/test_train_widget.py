@@ -111,6 +111,39 @@ def test_stop_ends_cleanly_and_never_damages_the_saved_model(qtbot, make_napari_
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temp files
 
 
+def test_schedule_ema_crops_and_resume(qtbot, make_napari_viewer, patient_folder, tmp_path):
+    viewer = make_napari_viewer()
+    widget = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Train / fine-tune")[1]
+    widget.source_combo.setCurrentIndex(0)
+    widget.folder_edit.setText(str(patient_folder.parent))
+    out = tmp_path / "m.keras"
+    _tiny_settings(widget, out, epochs=1)
+    widget.schedule_combo.setCurrentIndex(widget.schedule_combo.findData("cosine"))
+    widget.ema.setValue(0.9)
+    widget.crop_size.setValue(32)
+    widget.samples_per_epoch.setValue(4)
+    widget.positive_fraction.setValue(1.0)
+    config = widget.config()
+    assert (config["lr_schedule"], config["ema_momentum"], config["crop_size"], config["samples_per_epoch"],
+            config["positive_fraction"], config["resume"]) == ("cosine", 0.9, 32, 4, 1.0, False)
+    with qtbot.waitSignal(widget.training_finished, timeout=TIMEOUT) as blocker:
+        widget.start_button.click()
+    assert blocker.args == ["done"], widget.status.text()
+    assert widget.result.epochs_run == 1 and widget.result.history["learning_rate"] == [pytest.approx(1e-3)]
+
+    asked = []
+    widget.confirm = lambda title, text: asked.append(text) or True
+    widget.epochs.setValue(3)
+    widget.resume.setChecked(True)
+    with qtbot.waitSignal(widget.training_finished, timeout=TIMEOUT) as blocker:
+        widget.start_button.click()
+    assert blocker.args == ["done"], widget.status.text()
+    assert asked == []  # resuming continues the same model: nothing to confirm
+    # epochs 2 and 3 of a 3-epoch cosine decay from 1e-3 to 1e-5
+    assert widget.result.epochs_run == 2
+    assert widget.result.history["learning_rate"] == pytest.approx([0.5 * (1e-3 + 1e-5), 1e-5], rel=1e-4)
+
+
 def test_refusals_have_clear_messages(qtbot, viewer_with_patient, tmp_path, error_messages):
     viewer = viewer_with_patient
     widget = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Train / fine-tune")[1]

@@ -39,6 +39,7 @@ from ._tasks import CANCELLED, DONE, Outcome, reporting
 
 FOLDER, LAYERS = 0, 1
 INIT_CHOICES = [("Bundled model", _models.BUNDLED), ("Scratch", "scratch"), ("Model file", "file")]
+SCHEDULES = [("Halve on plateau", "plateau"), ("Cosine decay", "cosine")]
 METRICS = (("loss", "Loss"), ("dice", "Dice"), ("iou", "IoU"))
 
 
@@ -177,6 +178,20 @@ class TrainWidget(QWidget):
                                        tip="Share of patients held out for validation (needs 3+ patients)")
         self.augment = QCheckBox("augmentation", self)
         self.augment.setChecked(True)
+        self.schedule_combo = QComboBox(self)
+        for label, key in SCHEDULES:
+            self.schedule_combo.addItem(label, key)
+        self.ema = number_box(self, 0.0, 0.9999, 0.0, step=0.001, decimals=4,
+                              tip="Validate and save a moving average of the weights with this momentum "
+                              "(e.g. 0.995); 0 = off")
+        self.crop_size = number_box(self, 0, 256, 0, step=16, suffix=" px",
+                                    tip="Train on random crops of this size (faster); 0 = whole slices")
+        self.samples_per_epoch = number_box(self, 0, 1_000_000, 0, step=64,
+                                            tip="Slices or crops drawn per epoch; 0 = every slice once")
+        self.positive_fraction = number_box(self, 0.0, 1.0, 0.5, step=0.05, decimals=2,
+                                            tip="Share of drawn samples that show abnormality")
+        self.resume = QCheckBox("resume an interrupted run of this model", self)
+        self.resume.setToolTip("Continue from <model>.last.keras and <model>.state.json")
         self.out_edit = QLineEdit(str(Path.home() / "lgg_finetuned.keras"), self)
         out_button = QPushButton("…", self)
         out_button.setMaximumWidth(30)
@@ -194,10 +209,16 @@ class TrainWidget(QWidget):
         form.addRow("Learning rate", self.learning_rate)
         form.addRow("Validation", self.val_fraction)
         form.addRow("", self.augment)
+        form.addRow("LR schedule", self.schedule_combo)
+        form.addRow("Weight EMA", self.ema)
+        form.addRow("Crop size", self.crop_size)
+        form.addRow("Samples/epoch", self.samples_per_epoch)
+        form.addRow("Abnormal share", self.positive_fraction)
         out_row = QHBoxLayout()
         out_row.addWidget(self.out_edit, 1)
         out_row.addWidget(out_button)
         form.addRow("Save to", out_row)
+        form.addRow("", self.resume)
         settings = QGroupBox("Training", self)
         settings.setLayout(form)
 
@@ -298,6 +319,9 @@ class TrainWidget(QWidget):
             out=str(out), epochs=self.epochs.value(), batch_size=self.batch_size.value(),
             learning_rate=self.learning_rate.value(), val_fraction=self.val_fraction.value(),
             augment=self.augment.isChecked(), init_from=init, base_filters=self.base_filters.value(),
+            lr_schedule=self.schedule_combo.currentData(), ema_momentum=self.ema.value() or None,
+            crop_size=self.crop_size.value() or None, samples_per_epoch=self.samples_per_epoch.value() or None,
+            positive_fraction=self.positive_fraction.value(), resume=self.resume.isChecked(),
         )
 
     def _data(self):
@@ -319,7 +343,7 @@ class TrainWidget(QWidget):
             self._fail(str(exc))
             return
         out = Path(config["out"])
-        if out.exists() and not self.confirm(
+        if out.exists() and not config["resume"] and not self.confirm(
             "Replace model file?", f"{out} exists. Training replaces it with the best new model "
             "(only once an epoch has ended). Continue?"):
             self.status.setText("Nothing was trained.")
