@@ -6,8 +6,9 @@ Phase 1 trains from scratch on 128-px crops biased towards the abnormality (chea
 CPU); phase 2 fine-tunes on whole 256x256 slices so that BatchNorm statistics and the
 decision boundary match inference; phase 3 continues on whole slices with a cosine
 learning-rate decay, an exponential moving average of the weights (validated and saved)
-and abnormal slices sampled closer to their natural frequency. 20% of the patients (split by patient, stratified by
-institution, seed 0) are held out as the test set and never used for any choice.
+and abnormal slices sampled closer to their natural frequency. 20% of the patients
+(split by patient, stratified by institution, seed 0) are held out as the test set and
+never used for any choice.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ def main() -> int:
     ap.add_argument("--work", default="runs/bundled")
     ap.add_argument("--phase1-minutes", type=float, default=55)
     ap.add_argument("--phase2-minutes", type=float, default=35)
-    ap.add_argument("--phase3-minutes", type=float, default=100)
-    ap.add_argument("--phase3-epochs", type=int, default=40, help="length of the cosine decay")
+    ap.add_argument("--phase3-minutes", type=float, default=125)
+    ap.add_argument("--phase3-epochs", type=int, default=55, help="length of the cosine decay")
     ap.add_argument("--base-filters", type=int, default=16)
     ap.add_argument("--precision", default="mixed_bfloat16")
     ap.add_argument("--start-phase", type=int, choices=(1, 2, 3), default=1,
