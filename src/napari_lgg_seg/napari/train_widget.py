@@ -432,7 +432,7 @@ class TrainWidget(QWidget):
         self._last_draw = time.monotonic()
         self.plot.clear()
         for ax, (key, _title) in zip(self.plot.axes, METRICS):
-            for i, points in enumerate(self._history.get(key, {}).values()):
+            for points in self._history.get(key, {}).values():
                 xs, ys = zip(*points)
                 ax.plot(xs, ys, color="#4c9be8", linewidth=1, alpha=0.35)
             if f"epoch_{key}" in self._history:
