@@ -6,7 +6,9 @@ Phase 1 trains from scratch on 128-px crops biased towards the abnormality (chea
 CPU); phase 2 fine-tunes on whole 256x256 slices so that BatchNorm statistics and the
 decision boundary match inference; phase 3 continues on whole slices with a cosine
 learning-rate decay, an exponential moving average of the weights (validated and saved)
-and abnormal slices sampled closer to their natural frequency. 20% of the patients
+and abnormal slices sampled closer to their natural frequency; phase 4 continues with
+missing sequences simulated (pre- and/or post-contrast replaced by FLAIR, as the dataset
+stores them), so that FLAIR-only stacks segment too. 20% of the patients
 (split by patient, stratified by institution, seed 0) are held out as the test set and
 never used for any choice.
 """
@@ -31,12 +33,14 @@ def main() -> int:
     ap.add_argument("--phase2-minutes", type=float, default=35)
     ap.add_argument("--phase3-minutes", type=float, default=125)
     ap.add_argument("--phase3-epochs", type=int, default=55, help="length of the cosine decay")
+    ap.add_argument("--phase4-minutes", type=float, default=60)
+    ap.add_argument("--phase4-epochs", type=int, default=30, help="length of the cosine decay")
     ap.add_argument("--base-filters", type=int, default=16)
     ap.add_argument("--precision", default="mixed_bfloat16")
-    ap.add_argument("--start-phase", type=int, choices=(1, 2, 3), default=1,
+    ap.add_argument("--start-phase", type=int, choices=(1, 2, 3, 4), default=1,
                     help="start from this phase, using the earlier phases' models in --work")
     ap.add_argument("--export-only", action="store_true",
-                    help="only export the phase-3 model (e.g. after resuming phase 3 with the CLI)")
+                    help="only export the last phase's model (e.g. after resuming it with the CLI)")
     ap.add_argument("--export", default="src/napari_lgg_seg/bundled")
     args = ap.parse_args()
     work = Path(args.work)
@@ -56,8 +60,9 @@ def main() -> int:
         print("phase 1:", r1.best_epoch, r1.best_val_patient_dice, r1.split, flush=True)
     phase2 = work / "phase2.keras"
     phase3 = work / "phase3.keras"
+    phase4 = work / "phase4.keras"
     if args.export_only:
-        export(phase3, args)
+        export(phase4, args)
         return 0
     if args.start_phase <= 2:
         r2 = train(data, TrainConfig(
@@ -65,13 +70,20 @@ def main() -> int:
             crop_size=None, positive_fraction=0.5, samples_per_epoch=640, patience=10, lr_patience=3,
             time_budget_min=args.phase2_minutes, log_csv=str(work / "phase2.csv"), **common), verbose=2)
         print("phase 2:", r2.best_epoch, r2.best_val_patient_dice, flush=True)
-    r3 = train(data, TrainConfig(
-        out=str(phase3), epochs=args.phase3_epochs, batch_size=8, learning_rate=3e-4, min_lr=1e-5,
-        lr_schedule="cosine", ema_momentum=0.995, init_from=str(phase2), crop_size=None,
-        positive_fraction=0.4, samples_per_epoch=640, patience=args.phase3_epochs,
-        time_budget_min=args.phase3_minutes, log_csv=str(work / "phase3.csv"), **common), verbose=2)
-    print("phase 3:", r3.best_epoch, r3.best_val_patient_dice, flush=True)
-    export(phase3, args)
+    if args.start_phase <= 3:
+        r3 = train(data, TrainConfig(
+            out=str(phase3), epochs=args.phase3_epochs, batch_size=8, learning_rate=3e-4, min_lr=1e-5,
+            lr_schedule="cosine", ema_momentum=0.995, init_from=str(phase2), crop_size=None,
+            positive_fraction=0.4, samples_per_epoch=640, patience=args.phase3_epochs,
+            time_budget_min=args.phase3_minutes, log_csv=str(work / "phase3.csv"), **common), verbose=2)
+        print("phase 3:", r3.best_epoch, r3.best_val_patient_dice, flush=True)
+    r4 = train(data, TrainConfig(
+        out=str(phase4), epochs=args.phase4_epochs, batch_size=8, learning_rate=1e-4, min_lr=1e-5,
+        lr_schedule="cosine", ema_momentum=0.995, init_from=str(phase3), crop_size=None,
+        positive_fraction=0.4, samples_per_epoch=640, patience=args.phase4_epochs, missing_sequence=0.3,
+        time_budget_min=args.phase4_minutes, log_csv=str(work / "phase4.csv"), **common), verbose=2)
+    print("phase 4:", r4.best_epoch, r4.best_val_patient_dice, flush=True)
+    export(phase4, args)
     return 0
 
 

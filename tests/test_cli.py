@@ -136,7 +136,8 @@ def test_usage_errors_exit_2(capsys):
     assert info.value.code == 2
     assert "between 0 and 1" in capsys.readouterr().err
     for option, value, message in [("--ema", "1.5", "between 0 and 1 (exclusive), not 1.5"),
-                                   ("--positive-fraction", "2", "must be in [0, 1], not 2.0")]:
+                                   ("--positive-fraction", "2", "must be in [0, 1], not 2.0"),
+                                   ("--missing-sequence", "-1", "must be in [0, 1], not -1.0")]:
         with pytest.raises(SystemExit) as info:
             main(["train", "x", "--out", "m.keras", option, value])
         assert info.value.code == 2
@@ -457,12 +458,31 @@ def test_train_one_epoch_then_evaluate(tmp_path, capsys, data_root):
 
     report = tmp_path / "report.json"
     code, stdout, err = run(capsys, "evaluate", data_root, "--model", model, "--report", report,
-                            "--patients", "TCGA_X0_0000_20000101", "TCGA_X2_0002_20000101")
+                            "--patients", "TCGA_X0_0000_20000101", "TCGA_X2_0002_20000101", "--flair-only")
     assert code == 0, err
+    assert "FLAIR channel only" in stdout
     data = json.loads(report.read_text())
+    assert data["flair_only"] is True
     assert [p["patient"] for p in data["patients"]] == ["TCGA_X0_0000_20000101", "TCGA_X2_0002_20000101"]
     assert data["summary"]["n_patients"] == 2 and data["threshold"] == 0.5
     assert "per-patient Dice mean" in stdout and str(report) in stdout
+
+
+def test_train_passes_augmentation_options_to_the_core(tmp_path, capsys, data_root, monkeypatch):
+    from napari_lgg_seg import InputError
+    from napari_lgg_seg.core import training
+
+    seen = {}
+
+    def fake_train(root, cfg, **kwargs):
+        seen["cfg"] = cfg
+        raise InputError("stopped by the test")
+
+    monkeypatch.setattr(training, "train", fake_train)
+    code, _, err = run(capsys, "train", data_root, "--out", tmp_path / "m.keras",
+                       "--missing-sequence", "0.25", "--positive-fraction", "0.4")
+    assert code == 1 and "stopped by the test" in err
+    assert (seen["cfg"].missing_sequence, seen["cfg"].positive_fraction, seen["cfg"].augment) == (0.25, 0.4, True)
 
 
 @pytest.mark.parametrize(

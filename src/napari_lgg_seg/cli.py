@@ -304,6 +304,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         crop_size=args.crop_size,
         samples_per_epoch=args.samples_per_epoch,
         positive_fraction=args.positive_fraction,
+        missing_sequence=args.missing_sequence,
         patience=args.patience,
         time_budget_min=args.time_budget,
         precision=args.precision,
@@ -356,11 +357,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     try:
         report = evaluate(
             args.data_root, model, patients=args.patients, threshold=args.threshold,
-            batch_size=args.batch_size, min_size=args.min_size, progress=bar,
+            batch_size=args.batch_size, min_size=args.min_size, flair_only=args.flair_only, progress=bar,
         )
     finally:
         bar.close()
-    _info(f"model: {report.model}, threshold {report.threshold}")
+    _info(f"model: {report.model}, threshold {report.threshold}" + (", FLAIR channel only" if report.flair_only else ""))
     _info(report.format())
     if report_path is not None:
         report.to_json(report_path)
@@ -494,6 +495,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="slices/crops drawn per epoch (default: every training slice once)")
     p.add_argument("--positive-fraction", type=_share, default=0.5, metavar="F",
                    help="share of drawn samples that show abnormality")
+    p.add_argument("--missing-sequence", type=_share, default=0.0, metavar="F",
+                   help="share of training slices whose pre- and/or post-contrast channel is replaced "
+                   "by FLAIR, so the model also works when sequences are missing")
     p.add_argument("--patience", type=_positive_int, default=10,
                    help="stop after this many epochs without improvement")
     p.add_argument("--no-augment", action="store_true", help="disable data augmentation")
@@ -524,6 +528,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_inference(p)
     p.add_argument("--min-size", type=_non_negative_int, default=0, metavar="N",
                    help="remove connected abnormality components smaller than N voxels (0 keeps all)")
+    p.add_argument("--flair-only", action="store_true",
+                   help="segment the FLAIR channel alone, as if pre- and post-contrast were missing")
     p.set_defaults(func=cmd_evaluate)
     return parser
 

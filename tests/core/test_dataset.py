@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from napari_lgg_seg import InputError, PatientStack
-from napari_lgg_seg.core.augment import AugmentConfig, grey_values, sample_coordinates, warp
+from napari_lgg_seg.core.augment import AugmentConfig, grey_values, sample_coordinates, substitute_flair, warp
 from napari_lgg_seg.core.dataset import SliceDataset, slices_from_stacks
 
 from ..conftest import synthetic_patient
@@ -73,3 +73,29 @@ def test_identity_without_augmentation_and_grey_values():
     np.testing.assert_allclose(img, image, atol=1e-6)
     out = grey_values(rng, image, AugmentConfig())
     assert out.shape == image.shape and 0 <= out.min() and out.max() <= 1 and not np.allclose(out, image)
+
+
+def test_missing_sequence_copies_flair_into_contrast_channels():
+    rng = np.random.default_rng(0)
+    image = np.random.default_rng(1).random((8, 8, 3)).astype(np.float32)
+    flair = image[..., 1].copy()
+    assert substitute_flair(rng, image, AugmentConfig()) is image  # off by default
+    seen = set()
+    for _ in range(30):
+        out = substitute_flair(rng, image, AugmentConfig(missing_sequence=1.0))
+        np.testing.assert_array_equal(out[..., 1], flair)
+        replaced = tuple(c for c in (0, 2) if np.array_equal(out[..., c], flair))
+        for c in set((0, 2)) - set(replaced):
+            np.testing.assert_array_equal(out[..., c], image[..., c])
+        seen.add(replaced)
+    assert seen == {(0,), (2,), (0, 2)}
+    np.testing.assert_array_equal(image[..., 1], flair)  # input untouched
+
+
+def test_dataset_simulates_missing_sequences_when_asked():
+    data = slices_from_stacks(stacks())
+    def flair_copies(cfg):
+        x, _ = SliceDataset(data, 18, augment=True, augment_config=cfg, seed=2)[0]
+        return sum(np.allclose(x[i, ..., c], x[i, ..., 1]) for i in range(len(x)) for c in (0, 2))
+    assert flair_copies(AugmentConfig()) == 0
+    assert flair_copies(AugmentConfig(missing_sequence=1.0)) >= 18

@@ -34,6 +34,20 @@ def test_evaluate_report_and_json(tmp_path):
         evaluate(tmp_path / "data", MaskOracle(), patients=["TCGA_ZZ"])
 
 
+def test_evaluate_flair_only_segments_the_flair_channel_alone(tmp_path):
+    import tifffile
+
+    d = write_kaggle_patient(tmp_path / "data", "TCGA_AA_0000_1", seed=0)
+    for f in d.glob("*[0-9].tif"):  # blank pre-contrast: the oracle (channel 0) finds nothing
+        img = tifffile.imread(f)
+        img[..., 0] = 0
+        tifffile.imwrite(f, img)
+    assert evaluate(tmp_path / "data", MaskOracle()).summary["dice_mean"] == 0.0
+    report = evaluate(tmp_path / "data", MaskOracle(), flair_only=True)
+    assert report.flair_only and report.summary["dice_mean"] > 0.9
+    assert json.loads(report.to_json(tmp_path / "r.json").read_text())["flair_only"] is True
+
+
 def test_summary_figures():
     t = [np.array([[[1, 1], [0, 0]], [[0, 0], [0, 0]]]), np.array([[[0, 0], [0, 0]]])]
     p = [np.array([[[1, 0], [0, 0]], [[0, 1], [0, 0]]]), np.array([[[0, 0], [0, 0]]])]

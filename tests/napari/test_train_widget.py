@@ -123,9 +123,11 @@ def test_schedule_ema_crops_and_resume(qtbot, make_napari_viewer, patient_folder
     widget.crop_size.setValue(32)
     widget.samples_per_epoch.setValue(4)
     widget.positive_fraction.setValue(1.0)
+    widget.missing_sequence.setValue(0.5)
     config = widget.config()
     assert (config["lr_schedule"], config["ema_momentum"], config["crop_size"], config["samples_per_epoch"],
-            config["positive_fraction"], config["resume"]) == ("cosine", 0.9, 32, 4, 1.0, False)
+            config["positive_fraction"], config["missing_sequence"], config["resume"]) == (
+        "cosine", 0.9, 32, 4, 1.0, 0.5, False)
     with qtbot.waitSignal(widget.training_finished, timeout=TIMEOUT) as blocker:
         widget.start_button.click()
     assert blocker.args == ["done"], widget.status.text()

@@ -3,6 +3,8 @@
 One coordinate map per sample combines crop, shift, rotation, zoom, flip and an elastic
 deformation (Gaussian displacements on a coarse 3x3 grid, smoothly interpolated), so the
 image and its mask get exactly the same transform and are resampled only once.
+A missing sequence is simulated as the dataset stores one: the FLAIR channel copied in
+its place (which is also what a FLAIR-only stack becomes at inference).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class AugmentConfig:
     brightness: float = 0.1
     contrast: tuple[float, float] = (0.8, 1.2)
     gamma_sigma: float = 0.2
+    missing_sequence: float = 0.0  # probability that pre- and/or post-contrast become FLAIR
 
 
 def _elastic_field(rng: np.random.Generator, shape: tuple[int, int], cfg: AugmentConfig) -> np.ndarray:
@@ -78,3 +81,14 @@ def grey_values(rng: np.random.Generator, image: np.ndarray, cfg: AugmentConfig)
     mean = x.mean()
     x = (x - mean) * rng.uniform(*cfg.contrast) + mean + rng.uniform(-cfg.brightness, cfg.brightness)
     return np.clip(x, 0.0, 1.0).astype(np.float32)
+
+
+def substitute_flair(rng: np.random.Generator, image: np.ndarray, cfg: AugmentConfig) -> np.ndarray:
+    """With probability ``cfg.missing_sequence``, replace the pre-contrast, the
+    post-contrast or both channels (equally likely) of a ``(Y, X, 3)`` image by FLAIR."""
+    if image.shape[-1] != 3 or rng.random() >= cfg.missing_sequence:
+        return image
+    out = image.copy()
+    for ch in ((0,), (2,), (0, 2))[rng.integers(3)]:
+        out[..., ch] = image[..., 1]
+    return out

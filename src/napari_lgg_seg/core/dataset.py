@@ -13,7 +13,7 @@ import_tensorflow()  # before keras: avoids a crash beside Mesa OpenGL (see _tfl
 import keras
 import numpy as np
 
-from .augment import AugmentConfig, grey_values, sample_coordinates, warp
+from .augment import AugmentConfig, grey_values, sample_coordinates, substitute_flair, warp
 from .errors import InputError
 from .io import PatientStack
 from .preprocess import MODEL_SIZE, as_channels_last, intensity_range, resize_slices, to_model_input
@@ -70,7 +70,8 @@ def slices_from_stacks(stacks: Sequence[PatientStack], size: tuple[int, int] = M
 class SliceDataset(keras.utils.PyDataset):
     """Batches of (images float32 (B, S, S, 3) in [0, 1], masks float32 (B, S, S, 1)).
 
-    ``augment`` turns on random geometric + elastic + grey-value changes (training only).
+    ``augment`` turns on random geometric + elastic + grey-value changes and simulated
+    missing sequences (training only; see ``AugmentConfig``).
     ``crop_size`` cuts random crops; ``positive_fraction`` is the share of samples drawn
     from slices with abnormality (and then centred near it). Order is reshuffled each epoch.
     """
@@ -156,6 +157,6 @@ class SliceDataset(keras.utils.PyDataset):
             coords = sample_coordinates(rng, size, out, self._center(rng, idx, size), self.augment_config)
             img, msk = warp(image, mask, coords)
             if self.augment_config is not None:
-                img = grey_values(rng, img, self.augment_config)
+                img = grey_values(rng, substitute_flair(rng, img, self.augment_config), self.augment_config)
             xs[j], ys[j, ..., 0] = img, msk
         return xs, ys

@@ -33,6 +33,7 @@ class EvaluationReport:
     threshold: float
     patients: list[PatientScore] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
+    flair_only: bool = False  # scored on the FLAIR channel alone (other sequences missing)
 
     def to_json(self, path: str | os.PathLike) -> Path:
         text = json.dumps(asdict(self), indent=1)
@@ -88,9 +89,14 @@ def evaluate(
     batch_size: int = 8,
     min_size: int = 0,
     flip_tta: bool = False,
+    flair_only: bool = False,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> EvaluationReport:
-    """Segment every patient folder under ``data_root`` (or only ``patients``) and score it."""
+    """Segment every patient folder under ``data_root`` (or only ``patients``) and score it.
+
+    ``flair_only`` segments the FLAIR channel alone, as for a patient whose pre- and
+    post-contrast sequences are missing.
+    """
     from .inference import segment_volume
     from .model import load_model, model_name
 
@@ -108,7 +114,8 @@ def evaluate(
         st = read_patient(folder)
         if st.mask is None:
             raise InputError(f"{folder}: no masks; evaluation needs ground truth")
-        pred = segment_volume(st.image, model, threshold=threshold, batch_size=batch_size, min_size=min_size,
+        image = st.image[..., 1] if flair_only and st.image.ndim == 4 else st.image
+        pred = segment_volume(image, model, threshold=threshold, batch_size=batch_size, min_size=min_size,
                               flip_tta=flip_tta)
         scores.append(
             PatientScore(st.patient_id, st.n_slices, dice(st.mask, pred), iou(st.mask, pred),
@@ -118,4 +125,4 @@ def evaluate(
         preds.append(pred)
         if progress is not None:
             progress(i + 1, len(folders), st.patient_id)
-    return EvaluationReport(model_name(model), threshold, scores, summarize(scores, truths, preds))
+    return EvaluationReport(model_name(model), threshold, scores, summarize(scores, truths, preds), flair_only)

@@ -19,6 +19,7 @@ import_tensorflow()  # before keras: avoids a crash beside Mesa OpenGL (see _tfl
 import keras
 import numpy as np
 
+from .augment import AugmentConfig
 from .dataset import SliceDataset, SliceSet, slices_from_stacks
 from .errors import InputError, ModelError
 from .io import atomic_write, find_patient_folders, read_patient
@@ -42,6 +43,7 @@ class TrainConfig:
     test_fraction: float = 0.0
     seed: int = 0
     augment: bool = True
+    missing_sequence: float = 0.0  # share of training slices with pre/post-contrast replaced by FLAIR
     crop_size: int | None = None
     positive_fraction: float | None = 0.5
     samples_per_epoch: int | None = None
@@ -237,6 +239,8 @@ def train(
         raise InputError(f"batch size must be at least 1, not {cfg.batch_size}")
     if cfg.lr_schedule not in ("plateau", "cosine"):
         raise InputError(f"unknown learning-rate schedule {cfg.lr_schedule!r}; use 'plateau' or 'cosine'")
+    if not 0.0 <= cfg.missing_sequence <= 1.0:
+        raise InputError(f"missing-sequence share must be in [0, 1], not {cfg.missing_sequence}")
     if cfg.ema_momentum is not None and not 0 < cfg.ema_momentum < 1:
         raise InputError(f"EMA momentum must be between 0 and 1, not {cfg.ema_momentum}")
     slices = data if isinstance(data, SliceSet) else load_training_data(data)
@@ -274,6 +278,7 @@ def train(
 
     train_ds = SliceDataset(
         train_set, cfg.batch_size, augment=cfg.augment, crop_size=cfg.crop_size,
+        augment_config=AugmentConfig(missing_sequence=cfg.missing_sequence),
         positive_fraction=cfg.positive_fraction, shuffle=True, seed=cfg.seed,
         samples_per_epoch=cfg.samples_per_epoch, workers=cfg.workers,
         use_multiprocessing=False,

@@ -190,6 +190,10 @@ class TrainWidget(QWidget):
                                             tip="Slices or crops drawn per epoch; 0 = every slice once")
         self.positive_fraction = number_box(self, 0.0, 1.0, 0.5, step=0.05, decimals=2,
                                             tip="Share of drawn samples that show abnormality")
+        self.missing_sequence = number_box(
+            self, 0.0, 1.0, 0.0, step=0.05, decimals=2,
+            tip="Share of training slices whose pre- and/or post-contrast channel is replaced by FLAIR, "
+            "so that the model also works when those sequences are missing")
         self.resume = QCheckBox("resume an interrupted run of this model", self)
         self.resume.setToolTip("Continue from <model>.last.keras and <model>.state.json")
         self.out_edit = QLineEdit(str(Path.home() / "lgg_finetuned.keras"), self)
@@ -214,6 +218,7 @@ class TrainWidget(QWidget):
         form.addRow("Crop size", self.crop_size)
         form.addRow("Samples/epoch", self.samples_per_epoch)
         form.addRow("Abnormal share", self.positive_fraction)
+        form.addRow("Missing sequences", self.missing_sequence)
         out_row = QHBoxLayout()
         out_row.addWidget(self.out_edit, 1)
         out_row.addWidget(out_button)
@@ -321,7 +326,8 @@ class TrainWidget(QWidget):
             augment=self.augment.isChecked(), init_from=init, base_filters=self.base_filters.value(),
             lr_schedule=self.schedule_combo.currentData(), ema_momentum=self.ema.value() or None,
             crop_size=self.crop_size.value() or None, samples_per_epoch=self.samples_per_epoch.value() or None,
-            positive_fraction=self.positive_fraction.value(), resume=self.resume.isChecked(),
+            positive_fraction=self.positive_fraction.value(), missing_sequence=self.missing_sequence.value(),
+            resume=self.resume.isChecked(),
         )
 
     def _data(self):
