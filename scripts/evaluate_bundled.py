@@ -1,5 +1,6 @@
 """Score the bundled model: choose post-processing on the validation patients only, then
-report the held-out test patients once with it (and once with the default settings).
+report the held-out test patients once with it (and once with the default settings, and
+once on the FLAIR channel alone, as for patients without pre-/post-contrast sequences).
 
     python scripts/evaluate_bundled.py --data ../shared/data/lgg/kaggle_3m --out runs/bundled
 """
@@ -35,6 +36,8 @@ def main() -> int:
             r = evaluate(args.data, model, patients=info["split"]["val"], min_size=min_size, flip_tta=tta)
             val[f"min_size={min_size} flip_tta={tta}"] = (r.summary["dice_mean"], min_size, tta)
             print(f"val min_size={min_size} flip_tta={tta}: per-patient Dice {r.summary['dice_mean']:.4f}", flush=True)
+    flair_val = evaluate(args.data, model, patients=info["split"]["val"], flair_only=True).summary["dice_mean"]
+    print(f"val FLAIR only: per-patient Dice {flair_val:.4f}", flush=True)
     # ties (within 0.005) go to the cheaper, simpler setting
     best = max(v[0] for v in val.values())
     _, min_size, tta = min((v for v in val.values() if v[0] >= best - 0.005), key=lambda v: (v[2], v[1]))
@@ -45,7 +48,7 @@ def main() -> int:
     test.to_json(out / "test_report.json")
     n_slices = test.summary["n_slices"]
     (out / "selection.json").write_text(json.dumps(
-        {"val_dice": {k: v[0] for k, v in val.items()}, "chosen": {"min_size": min_size, "flip_tta": tta},
+        {"val_dice": {k: v[0] for k, v in val.items()}, "val_flair_only_dice": flair_val, "chosen": {"min_size": min_size, "flip_tta": tta},
          "test_seconds": seconds, "test_slices_per_s": n_slices / seconds}, indent=1))
     print(f"{n_slices} slices in {seconds:.1f} s ({n_slices / seconds:.1f} slices/s incl. reading)")
     print("per-patient Dice:", np.round([p.dice for p in test.patients], 3).tolist())
@@ -53,6 +56,9 @@ def main() -> int:
     default = evaluate(args.data, model, patients=info["split"]["test"])
     default.to_json(out / "test_report_default.json")
     print(f"test, default settings (min_size=0, flip_tta=False): per-patient Dice {default.summary['dice_mean']:.4f}")
+    flair = evaluate(args.data, model, patients=info["split"]["test"], flair_only=True)
+    flair.to_json(out / "test_report_flair_only.json")
+    print(f"test, FLAIR channel only:\n{flair.format()}")
     return 0
 
 

@@ -94,7 +94,7 @@ def export(best: Path, args: argparse.Namespace) -> None:
     model = load_model(best)
     info = {
         "name": "lgg-unet16",
-        "version": time.strftime("1.0.%Y%m%d"),
+        "version": time.strftime("1.1.%Y%m%d"),  # 1.1: trained with simulated missing sequences
         "base_filters": args.base_filters,
         "depth": 4,
         "input_shape": [256, 256, 3],
