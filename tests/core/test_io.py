@@ -1,3 +1,6 @@
+import os
+import stat
+
 import numpy as np
 import pytest
 import tifffile
@@ -93,6 +96,23 @@ def test_writers_atomic_and_no_overwrite(tmp_path):
     with pytest.raises(InputError, match="refusing to overwrite"):
         write_kaggle_masks(tmp_path / "P", labels + 1, "P")
     np.testing.assert_array_equal(tifffile.imread(files[0]), before)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_written_files_follow_umask_and_keep_replaced_permissions(tmp_path):
+    labels = np.zeros((2, 8, 8), np.uint8)
+    old = os.umask(0o022)
+    try:
+        out = write_labels_tiff(tmp_path / "seg.tif", labels)
+        assert stat.S_IMODE(out.stat().st_mode) == 0o644  # not mkstemp's 0600
+        os.umask(0o077)
+        out.chmod(0o640)
+        write_labels_tiff(out, labels + 1)  # replacing keeps the user's permissions
+        assert stat.S_IMODE(out.stat().st_mode) == 0o640
+        assert tifffile.imread(out).max() == 1
+    finally:
+        os.umask(old)
+    assert [p.name for p in tmp_path.iterdir()] == ["seg.tif"]
 
 
 def test_find_patient_folders_and_is_readable(tmp_path):

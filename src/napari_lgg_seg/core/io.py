@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
+import secrets
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -186,14 +187,32 @@ def _check_parent(path: Path) -> None:
         raise InputError(f"{path}: folder {path.parent} does not exist")
 
 
+def temp_file_beside(target: Path, suffix: str) -> tuple[int, Path]:
+    """Create a new hidden file next to ``target``; return its open descriptor and path.
+
+    Unlike ``tempfile.mkstemp`` (always 0600) the file gets the permissions of any new file
+    (0666 minus the umask), so that what we write is as readable as the user expects.
+    """
+    for _ in range(100):
+        tmp = target.with_name(f".{target.stem}.{secrets.token_hex(4)}{suffix}")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
+        except FileExistsError:
+            continue
+    raise InputError(f"{target.parent}: could not create a temporary file")
+
+
 def atomic_write(path: str | os.PathLike, write) -> Path:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then move it into place."""
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then move it into place
+    (keeping the permissions of a file it replaces)."""
     target = Path(path)
     _check_parent(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=target.suffix, dir=target.parent)
+    fd, tmp = temp_file_beside(target, target.suffix)
     os.close(fd)
     try:
         write(Path(tmp))
+        if target.exists():
+            shutil.copymode(target, tmp)
         os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):

@@ -14,7 +14,6 @@ import hashlib
 import http.client
 import os
 import socket
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import Cancelled, LGGSegError
-from .io import PatientStack, read_patient
+from .io import PatientStack, read_patient, temp_file_beside
 
 SAMPLE_PATIENT = "TCGA_HT_7686_19950629"
 SAMPLE_REPO = "TruongVanHien194276/Brain_Segmentation_data"
@@ -118,8 +117,7 @@ def _download(url: str, spec: SampleFile, folder: Path, timeout: float) -> str |
     Returns None on success or a message saying why the file was rejected (and deleted).
     Raises SampleDownloadError when the server cannot be reached.
     """
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.name}.", suffix=".part", dir=folder)
-    tmp = Path(tmp_name)
+    fd, tmp = temp_file_beside(folder / spec.name, ".part")
     try:
         h = hashlib.sha256()
         size = 0
