@@ -56,7 +56,7 @@ def main() -> int:
             out=str(phase1), epochs=200, batch_size=16, learning_rate=1e-3, init_from="scratch",
             crop_size=128, positive_fraction=0.6, samples_per_epoch=2048, patience=12,
             lr_patience=4, time_budget_min=args.phase1_minutes, log_csv=str(work / "phase1.csv"),
-            **common), verbose=2)
+            missing_sequence=0.0, **common), verbose=2)
         print("phase 1:", r1.best_epoch, r1.best_val_patient_dice, r1.split, flush=True)
     phase2 = work / "phase2.keras"
     phase3 = work / "phase3.keras"
@@ -68,14 +68,16 @@ def main() -> int:
         r2 = train(data, TrainConfig(
             out=str(phase2), epochs=200, batch_size=8, learning_rate=3e-4, init_from=str(phase1),
             crop_size=None, positive_fraction=0.5, samples_per_epoch=640, patience=10, lr_patience=3,
-            time_budget_min=args.phase2_minutes, log_csv=str(work / "phase2.csv"), **common), verbose=2)
+            time_budget_min=args.phase2_minutes, log_csv=str(work / "phase2.csv"), missing_sequence=0.0,
+            **common), verbose=2)
         print("phase 2:", r2.best_epoch, r2.best_val_patient_dice, flush=True)
     if args.start_phase <= 3:
         r3 = train(data, TrainConfig(
             out=str(phase3), epochs=args.phase3_epochs, batch_size=8, learning_rate=3e-4, min_lr=1e-5,
             lr_schedule="cosine", ema_momentum=0.995, init_from=str(phase2), crop_size=None,
             positive_fraction=0.4, samples_per_epoch=640, patience=args.phase3_epochs,
-            time_budget_min=args.phase3_minutes, log_csv=str(work / "phase3.csv"), **common), verbose=2)
+            time_budget_min=args.phase3_minutes, log_csv=str(work / "phase3.csv"), missing_sequence=0.0,
+            **common), verbose=2)
         print("phase 3:", r3.best_epoch, r3.best_val_patient_dice, flush=True)
     r4 = train(data, TrainConfig(
         out=str(phase4), epochs=args.phase4_epochs, batch_size=8, learning_rate=1e-4, min_lr=1e-5,

@@ -495,7 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="slices/crops drawn per epoch (default: every training slice once)")
     p.add_argument("--positive-fraction", type=_share, default=0.5, metavar="F",
                    help="share of drawn samples that show abnormality")
-    p.add_argument("--missing-sequence", type=_share, default=0.0, metavar="F",
+    p.add_argument("--missing-sequence", type=_share, default=0.3, metavar="F",
                    help="share of training slices whose pre- and/or post-contrast channel is replaced "
                    "by FLAIR, so the model also works when sequences are missing")
     p.add_argument("--patience", type=_positive_int, default=10,

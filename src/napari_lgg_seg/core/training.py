@@ -43,7 +43,7 @@ class TrainConfig:
     test_fraction: float = 0.0
     seed: int = 0
     augment: bool = True
-    missing_sequence: float = 0.0  # share of training slices with pre/post-contrast replaced by FLAIR
+    missing_sequence: float = 0.3  # share of training slices with pre/post-contrast replaced by FLAIR
     crop_size: int | None = None
     positive_fraction: float | None = 0.5
     samples_per_epoch: int | None = None

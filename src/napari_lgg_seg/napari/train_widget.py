@@ -191,7 +191,7 @@ class TrainWidget(QWidget):
         self.positive_fraction = number_box(self, 0.0, 1.0, 0.5, step=0.05, decimals=2,
                                             tip="Share of drawn samples that show abnormality")
         self.missing_sequence = number_box(
-            self, 0.0, 1.0, 0.0, step=0.05, decimals=2,
+            self, 0.0, 1.0, 0.3, step=0.05, decimals=2,
             tip="Share of training slices whose pre- and/or post-contrast channel is replaced by FLAIR, "
             "so that the model also works when those sequences are missing")
         self.resume = QCheckBox("resume an interrupted run of this model", self)
