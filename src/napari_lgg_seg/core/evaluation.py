@@ -13,6 +13,7 @@ import numpy as np
 from .errors import InputError
 from .io import atomic_write, find_patient_folders, read_patient
 from .metrics import dice, iou
+from .overview import flair_channel
 
 
 @dataclass
@@ -114,7 +115,7 @@ def evaluate(
         st = read_patient(folder)
         if st.mask is None:
             raise InputError(f"{folder}: no masks; evaluation needs ground truth")
-        image = st.image[..., 1] if flair_only and st.image.ndim == 4 else st.image
+        image = flair_channel(st.image) if flair_only else st.image
         pred = segment_volume(image, model, threshold=threshold, batch_size=batch_size, min_size=min_size,
                               flip_tta=flip_tta)
         scores.append(
