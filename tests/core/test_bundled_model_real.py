@@ -18,10 +18,11 @@ def test_bundled_model_segments_held_out_patient():
     assert PATIENT in info["split"]["test"]  # never used for training or any choice
     assert not set(info["split"]["test"]) & set(info["split"]["train"] + info["split"]["val"])
     st = read_patient(REAL_PATIENTS / PATIENT)
-    labels = segment_volume(st.image, model_mod.load_model())
+    model = model_mod.load_model()
+    labels = segment_volume(st.image, model)
     assert labels.shape == st.mask.shape
     # measured 0.937 at release 1.1.20261129 (MODEL_CARD.md); a broken model or preprocessing falls far below
     assert dice(st.mask, labels) > 0.85
     # FLAIR alone (pre- and post-contrast missing), as a grey FLAIR-only stack: measured 0.880
-    flair_only = segment_volume(st.image[..., 1], model_mod.load_model())
+    flair_only = segment_volume(st.image[..., 1], model)
     assert dice(st.mask, flair_only) > 0.80
