@@ -11,6 +11,14 @@ missing sequences simulated (pre- and/or post-contrast replaced by FLAIR, as the
 stores them), so that FLAIR-only stacks segment too. 20% of the patients
 (split by patient, stratified by institution, seed 0) are held out as the test set and
 never used for any choice.
+
+Phases 1-4 made release 1.1 from the first 52 patients (its split, kept in
+``runs/bundled/split-1.1.json`` / 1.1's model.json). Phase 5 makes 2.0: the split grows to
+every patient in ``--data`` with ``extend_split`` (1.1's patients keep their list, the new
+ones are split on their own, stratified, seed 0, 15% validation / 25% test), and 1.1 is
+fine-tuned on the grown training set with whole slices, cosine decay, EMA and simulated
+missing sequences. ``--start-phase 5 --init-from-bundled`` starts it from the bundled 1.1
+weights without rerunning phases 1-4.
 """
 
 from __future__ import annotations
@@ -21,8 +29,12 @@ import sys
 import time
 from pathlib import Path
 
-from napari_lgg_seg.core.model import load_model, save_bundled
+from napari_lgg_seg.core.model import bundled_info, load_model, save_bundled, save_model
+from napari_lgg_seg.core.splits import extend_split
 from napari_lgg_seg.core.training import TrainConfig, load_training_data, train
+
+# Release 1.1's split of the first 52 patients (seed 0, 10% val, 20% test): phases 1-4.
+SPLIT_11 = Path(__file__).with_name("split-1.1.json")
 
 
 def main() -> int:
@@ -35,20 +47,29 @@ def main() -> int:
     ap.add_argument("--phase3-epochs", type=int, default=55, help="length of the cosine decay")
     ap.add_argument("--phase4-minutes", type=float, default=60)
     ap.add_argument("--phase4-epochs", type=int, default=30, help="length of the cosine decay")
+    ap.add_argument("--phase5-minutes", type=float, default=105)
+    ap.add_argument("--phase5-epochs", type=int, default=40, help="length of the cosine decay")
+    ap.add_argument("--phase5-lr", type=float, default=2e-4)
+    ap.add_argument("--phase5-missing", type=float, default=0.4)
+    ap.add_argument("--init-from-bundled", action="store_true",
+                    help="phase 5 starts from the bundled 1.1 weights instead of --work/phase4.keras")
     ap.add_argument("--base-filters", type=int, default=16)
     ap.add_argument("--precision", default="mixed_bfloat16")
-    ap.add_argument("--start-phase", type=int, choices=(1, 2, 3, 4), default=1,
+    ap.add_argument("--start-phase", type=int, choices=(1, 2, 3, 4, 5), default=1,
                     help="start from this phase, using the earlier phases' models in --work")
+    ap.add_argument("--resume", action="store_true", help="resume an interrupted phase 5")
     ap.add_argument("--export-only", action="store_true",
                     help="only export the last phase's model (e.g. after resuming it with the CLI)")
     ap.add_argument("--export", default="src/napari_lgg_seg/bundled")
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    data = load_training_data(args.data)
+    all_data = load_training_data(args.data)
+    split11 = json.loads(SPLIT_11.read_text())
+    data = all_data.subset([p for v in split11.values() for p in v])  # phases 1-4: 1.1's patients
     common = dict(
-        base_filters=args.base_filters, val_fraction=0.1, test_fraction=0.2, seed=0,
-        precision=args.precision, workers=2, augment=True,
+        base_filters=args.base_filters, val_patients=split11["val"], test_patients=split11["test"],
+        seed=0, precision=args.precision, workers=2, augment=True,
     )
     phase1 = work / "phase1.keras"
     if args.start_phase <= 1 and not args.export_only:
@@ -61,8 +82,9 @@ def main() -> int:
     phase2 = work / "phase2.keras"
     phase3 = work / "phase3.keras"
     phase4 = work / "phase4.keras"
+    phase5 = work / "phase5.keras"
     if args.export_only:
-        export(phase4, args)
+        export(phase5, args)
         return 0
     if args.start_phase <= 2:
         r2 = train(data, TrainConfig(
@@ -79,13 +101,28 @@ def main() -> int:
             time_budget_min=args.phase3_minutes, log_csv=str(work / "phase3.csv"), missing_sequence=0.0,
             **common), verbose=2)
         print("phase 3:", r3.best_epoch, r3.best_val_patient_dice, flush=True)
-    r4 = train(data, TrainConfig(
-        out=str(phase4), epochs=args.phase4_epochs, batch_size=8, learning_rate=1e-4, min_lr=1e-5,
-        lr_schedule="cosine", ema_momentum=0.995, init_from=str(phase3), crop_size=None,
-        positive_fraction=0.4, samples_per_epoch=640, patience=args.phase4_epochs, missing_sequence=0.3,
-        time_budget_min=args.phase4_minutes, log_csv=str(work / "phase4.csv"), **common), verbose=2)
-    print("phase 4:", r4.best_epoch, r4.best_val_patient_dice, flush=True)
-    export(phase4, args)
+    if args.start_phase <= 4:
+        r4 = train(data, TrainConfig(
+            out=str(phase4), epochs=args.phase4_epochs, batch_size=8, learning_rate=1e-4, min_lr=1e-5,
+            lr_schedule="cosine", ema_momentum=0.995, init_from=str(phase3), crop_size=None,
+            positive_fraction=0.4, samples_per_epoch=640, patience=args.phase4_epochs, missing_sequence=0.3,
+            time_budget_min=args.phase4_minutes, log_csv=str(work / "phase4.csv"), **common), verbose=2)
+        print("phase 4:", r4.best_epoch, r4.best_val_patient_dice, flush=True)
+    if args.init_from_bundled:
+        if bundled_info()["version"].split(".")[:2] != ["1", "1"]:
+            raise SystemExit("--init-from-bundled needs the bundled 1.1 model")
+        save_model(load_model(), phase4)
+    split20 = extend_split(split11, all_data.patient_ids(), val_fraction=0.15, test_fraction=0.25, seed=0)
+    (work / "split-2.0.json").write_text(json.dumps(split20, indent=1))
+    r5 = train(all_data, TrainConfig(
+        out=str(phase5), epochs=args.phase5_epochs, batch_size=8, learning_rate=args.phase5_lr, min_lr=1e-5,
+        lr_schedule="cosine", ema_momentum=0.995, init_from=str(phase4), crop_size=None,
+        positive_fraction=0.4, samples_per_epoch=640, patience=args.phase5_epochs,
+        missing_sequence=args.phase5_missing, time_budget_min=args.phase5_minutes,
+        log_csv=str(work / "phase5.csv"), resume=args.resume,
+        **dict(common, val_patients=split20["val"], test_patients=split20["test"])), verbose=2)
+    print("phase 5:", r5.best_epoch, r5.best_val_patient_dice, flush=True)
+    export(phase5, args)
     return 0
 
 
@@ -96,7 +133,7 @@ def export(best: Path, args: argparse.Namespace) -> None:
     model = load_model(best)
     info = {
         "name": "lgg-unet16",
-        "version": time.strftime("1.1.%Y%m%d"),  # 1.1: trained with simulated missing sequences
+        "version": time.strftime("2.0.%Y%m%d"),  # 2.0: 82 patients (phase 5)
         "base_filters": args.base_filters,
         "depth": 4,
         "input_shape": [256, 256, 3],

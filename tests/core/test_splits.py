@@ -1,7 +1,7 @@
 import pytest
 
 from napari_lgg_seg import InputError, split_patients
-from napari_lgg_seg.core.splits import institution
+from napari_lgg_seg.core.splits import extend_split, institution
 
 from ..conftest import REAL_PATIENTS, requires_real_data
 
@@ -32,3 +32,15 @@ def test_real_split_is_by_patient():
     ids = sorted(p.name for p in REAL_PATIENTS.iterdir() if p.is_dir())
     s = split_patients(ids, 0.1, 0.2, seed=0)
     assert not set(s["train"]) & set(s["test"]) and not set(s["val"]) & set(s["test"])
+
+
+def test_extend_split_keeps_earlier_lists_and_splits_new_patients():
+    old = split_patients(IDS[:26], 0.1, 0.2, seed=0)
+    grown = extend_split(old, IDS, 0.15, 0.25, seed=0)
+    for name in ("train", "val", "test"):
+        assert set(old[name]) <= set(grown[name])
+    new = set(IDS[26:])
+    assert sorted(set().union(*map(set, grown.values()))) == sorted(IDS)
+    assert len(set(grown["test"]) & new) == round(len(new) * 0.25)
+    assert not set(grown["train"]) & set(grown["test"]) and not set(grown["val"]) & set(grown["test"])
+    assert extend_split(old, IDS, 0.15, 0.25, seed=0) == grown

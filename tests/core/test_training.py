@@ -44,6 +44,15 @@ def test_train_writes_best_model_log_and_split(tmp_path, small_data):
     assert json.loads((tmp_path / "m.split.json").read_text()) == r.split
 
 
+def test_fixed_validation_and_test_patients(tmp_path, small_data):
+    from napari_lgg_seg.core.training import train
+
+    r = train(small_data, cfg(tmp_path, val_patients=["TCGA_AA_0001_1"], test_patients=["TCGA_AA_0002_1"]),
+              verbose=0)
+    assert r.split == {"train": ["TCGA_AA_0000_1", "TCGA_AA_0003_1"], "val": ["TCGA_AA_0001_1"],
+                       "test": ["TCGA_AA_0002_1"]}
+
+
 def test_resume_continues_from_last_epoch(tmp_path, small_data):
     from napari_lgg_seg.core.training import train
 
@@ -112,7 +121,8 @@ def test_init_from_file_and_wrong_architecture(tmp_path, small_data, tiny_model_
 @pytest.mark.parametrize("kw, message", [
     (dict(epochs=0), "epochs must be at least 1"),
     (dict(batch_size=50, samples_per_epoch=None), "larger than the 12 training slices"),
-    (dict(val_patients=["TCGA_ZZ"]), "validation patients not in the data"),
+    (dict(val_patients=["TCGA_ZZ"]), "validation/test patients not in the data"),
+    (dict(val_patients=["TCGA_AA_0001_1"], test_patients=["TCGA_AA_0001_1"]), "both in validation and test"),
     (dict(lr_schedule="step"), "unknown learning-rate schedule 'step'"),
     (dict(ema_momentum=1.5), "EMA momentum must be between 0 and 1"),
     (dict(missing_sequence=-0.1), "missing-sequence share must be in"),

@@ -52,3 +52,23 @@ def split_patients(
             val.append(pid)
     train = [p for p in ordered if p not in test and p not in val]
     return {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
+
+
+def extend_split(
+    previous: dict[str, Sequence[str]], patient_ids: Sequence[str], val_fraction: float = 0.1,
+    test_fraction: float = 0.2, seed: int = 0,
+) -> dict[str, list[str]]:
+    """Grow an earlier split to more patients without moving anyone.
+
+    Patients of ``previous`` keep their list; the new ones are split on their own
+    (stratified by institution, ``split_patients``) and appended, so a test patient of
+    the earlier model stays a test patient and no new test patient was seen by it.
+    """
+    old = {pid: name for name in ("train", "val", "test") for pid in previous.get(name, [])}
+    new = sorted(set(patient_ids) - set(old))
+    parts = split_patients(new, val_fraction, test_fraction, seed) if new else {"train": [], "val": [], "test": []}
+    present = set(patient_ids)
+    return {
+        name: sorted([p for p, n in old.items() if n == name and p in present] + parts[name])
+        for name in ("train", "val", "test")
+    }

@@ -39,6 +39,7 @@ class TrainConfig:
     learning_rate: float = 1e-3
     init_from: str = "bundled"  # "bundled", "scratch" or a .keras path
     val_patients: list[str] | None = None
+    test_patients: list[str] | None = None  # held out, never used; None: test_fraction of the rest
     val_fraction: float = 0.1
     test_fraction: float = 0.0
     seed: int = 0
@@ -245,12 +246,25 @@ def train(
         raise InputError(f"EMA momentum must be between 0 and 1, not {cfg.ema_momentum}")
     slices = data if isinstance(data, SliceSet) else load_training_data(data)
     ids = slices.patient_ids()
-    if cfg.val_patients is not None:
-        unknown = sorted(set(cfg.val_patients) - set(ids))
+    if cfg.val_patients is not None or cfg.test_patients is not None:
+        fixed = set(cfg.val_patients or []) | set(cfg.test_patients or [])
+        unknown = sorted(fixed - set(ids))
         if unknown:
-            raise InputError(f"validation patients not in the data: {', '.join(unknown)}")
-        rest = split_patients([p for p in ids if p not in cfg.val_patients], 0.0, cfg.test_fraction, cfg.seed)
-        split = {"train": rest["train"], "val": sorted(cfg.val_patients), "test": rest["test"]}
+            raise InputError(f"validation/test patients not in the data: {', '.join(unknown)}")
+        overlap = sorted(set(cfg.val_patients or []) & set(cfg.test_patients or []))
+        if overlap:
+            raise InputError(f"patients both in validation and test: {', '.join(overlap)}")
+        rest = split_patients(
+            [p for p in ids if p not in fixed],
+            0.0 if cfg.val_patients is not None else cfg.val_fraction,
+            0.0 if cfg.test_patients is not None else cfg.test_fraction,
+            cfg.seed,
+        )
+        split = {
+            "train": rest["train"],
+            "val": sorted(cfg.val_patients) if cfg.val_patients is not None else rest["val"],
+            "test": sorted(cfg.test_patients) if cfg.test_patients is not None else rest["test"],
+        }
     elif len(ids) >= 3 and cfg.val_fraction > 0:
         split = split_patients(ids, cfg.val_fraction, cfg.test_fraction, cfg.seed)
     else:
