@@ -488,8 +488,8 @@ def test_train_passes_augmentation_options_to_the_core(tmp_path, capsys, data_ro
 @pytest.mark.parametrize(
     "extra, fragments",
     [
-        (["--epochs", "0"], ["--epochs must be at least 1, not 0"]),
-        (["--batch-size", "0"], ["--batch-size must be at least 1"]),
+        (["--epochs", "0"], ["epochs must be at least 1, not 0"]),
+        (["--batch-size", "0"], ["batch size must be at least 1"]),
         (["--init-from", "nowhere.keras"], ["nowhere.keras", "no such model file"]),
     ],
 )

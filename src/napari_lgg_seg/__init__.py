@@ -21,7 +21,7 @@ _LAZY = {
     "build_unet": "napari_lgg_seg.core.model",
     "save_model": "napari_lgg_seg.core.model",
     "train": "napari_lgg_seg.core.training",
-    "TrainConfig": "napari_lgg_seg.core.training",
+    "TrainConfig": "napari_lgg_seg.core.train_config",
     "evaluate": "napari_lgg_seg.core.evaluation",
     "split_patients": "napari_lgg_seg.core.splits",
 }
@@ -31,7 +31,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .core.inference import segment_volume
     from .core.model import build_unet, load_model, save_model
     from .core.splits import split_patients
-    from .core.training import TrainConfig, train
+    from .core.train_config import TrainConfig
+    from .core.training import train
 
 
 def __getattr__(name: str):

@@ -271,20 +271,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    if args.epochs < 1:
-        raise InputError(f"--epochs must be at least 1, not {args.epochs}")
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1, not {args.batch_size}")
     out = _check_output(args.out, (".keras",), "output model")
     root = Path(args.data_root)
     if not root.is_dir():
         raise InputError(f"{root}: not a folder")
     if args.log_csv:
         _check_output(args.log_csv, (), "training log")
-    if args.init_from not in ("bundled", "scratch") and not Path(args.init_from).is_file():
-        raise ModelError(f"{args.init_from}: no such model file (--init-from)")
-    with _quiet_tensorflow():
-        from .core.training import TrainConfig, train
+    from .core.train_config import TrainConfig
 
     cfg = TrainConfig(
         out=str(out),
@@ -311,7 +304,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         strategy=args.strategy,
         log_csv=args.log_csv,
-    )
+    ).validate()
+    with _quiet_tensorflow():
+        from .core.training import train
+
     try:
         result = train(root, cfg, verbose=2)
     except ModelError as exc:

@@ -26,39 +26,7 @@ from .io import atomic_write, find_patient_folders, read_patient
 from .metrics import dice
 from .model import build_unet, compile_unet, load_model, save_model
 from .splits import split_patients
-
-
-@dataclass
-class TrainConfig:
-    """Everything ``train`` needs; widget fields and CLI flags map onto these names."""
-
-    out: str
-    epochs: int = 50
-    batch_size: int = 16
-    base_filters: int = 16
-    learning_rate: float = 1e-3
-    init_from: str = "bundled"  # "bundled", "scratch" or a .keras path
-    val_patients: list[str] | None = None
-    test_patients: list[str] | None = None  # held out, never used; None: test_fraction of the rest
-    val_fraction: float = 0.1
-    test_fraction: float = 0.0
-    seed: int = 0
-    augment: bool = True
-    missing_sequence: float = 0.3  # share of training slices with pre/post-contrast replaced by FLAIR
-    crop_size: int | None = None
-    positive_fraction: float | None = 0.5
-    samples_per_epoch: int | None = None
-    patience: int = 10
-    lr_patience: int = 4
-    min_lr: float = 1e-5
-    lr_schedule: str = "plateau"  # "plateau" (halve on plateau) or "cosine" (decay to min_lr over epochs)
-    ema_momentum: float | None = None  # e.g. 0.995: validate and save an EMA of the weights
-    time_budget_min: float | None = None
-    precision: str = "float32"  # or "mixed_bfloat16" / "mixed_float16"
-    resume: bool = False
-    strategy: str | None = None  # None, "mirrored" or "multiworker"
-    workers: int = 1
-    log_csv: str | None = None
+from .train_config import TrainConfig
 
 
 @dataclass
@@ -229,21 +197,8 @@ def train(
     patients (``config.test_fraction``) are held out and never used here.
     """
     cfg = config
+    cfg.validate()
     out = Path(cfg.out)
-    if out.suffix != ".keras":
-        raise InputError(f"{out}: the output model must end with .keras")
-    if not out.parent.is_dir():
-        raise InputError(f"{out}: folder {out.parent} does not exist")
-    if cfg.epochs < 1:
-        raise InputError(f"epochs must be at least 1, not {cfg.epochs}")
-    if cfg.batch_size < 1:
-        raise InputError(f"batch size must be at least 1, not {cfg.batch_size}")
-    if cfg.lr_schedule not in ("plateau", "cosine"):
-        raise InputError(f"unknown learning-rate schedule {cfg.lr_schedule!r}; use 'plateau' or 'cosine'")
-    if not 0.0 <= cfg.missing_sequence <= 1.0:
-        raise InputError(f"missing-sequence share must be in [0, 1], not {cfg.missing_sequence}")
-    if cfg.ema_momentum is not None and not 0 < cfg.ema_momentum < 1:
-        raise InputError(f"EMA momentum must be between 0 and 1, not {cfg.ema_momentum}")
     slices = data if isinstance(data, SliceSet) else load_training_data(data)
     ids = slices.patient_ids()
     if cfg.val_patients is not None or cfg.test_patients is not None:

@@ -310,18 +310,16 @@ class TrainWidget(QWidget):
     def config(self) -> dict:
         """TrainConfig fields from the form (validated)."""
         out = Path(self.out_edit.text().strip()).expanduser()
-        if not self.out_edit.text().strip() or out.suffix != ".keras":
-            raise InputError(f"'{self.out_edit.text()}': the output model must be a .keras file")
-        if not out.parent.is_dir():
-            raise InputError(f"{out}: folder {out.parent} does not exist")
         init = self.init_combo.currentData()
         if init == "file":
             init = self.init_file.text().strip()
             if not init or not Path(init).expanduser().is_file():
                 raise InputError(f"'{init}': choose an existing .keras model to start from")
             init = str(Path(init).expanduser())
-        return dict(
-            out=str(out), epochs=self.epochs.value(), batch_size=self.batch_size.value(),
+        from ..core.train_config import TrainConfig
+
+        fields = dict(
+            out=str(out) if self.out_edit.text().strip() else "", epochs=self.epochs.value(), batch_size=self.batch_size.value(),
             learning_rate=self.learning_rate.value(), val_fraction=self.val_fraction.value(),
             augment=self.augment.isChecked(), init_from=init, base_filters=self.base_filters.value(),
             lr_schedule=self.schedule_combo.currentData(), ema_momentum=self.ema.value() or None,
@@ -329,6 +327,8 @@ class TrainWidget(QWidget):
             positive_fraction=self.positive_fraction.value(), missing_sequence=self.missing_sequence.value(),
             resume=self.resume.isChecked(),
         )
+        TrainConfig(**fields).validate()
+        return fields
 
     def _data(self):
         if self.source_combo.currentIndex() == FOLDER:

@@ -1,0 +1,64 @@
+"""Training settings: a plain dataclass (no TensorFlow) shared by the CLI, the Train
+widget and ``train()``, with the one set of checks they all use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InputError
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``train`` needs; widget fields and CLI flags map onto these names."""
+
+    out: str
+    epochs: int = 50
+    batch_size: int = 16
+    base_filters: int = 16
+    learning_rate: float = 1e-3
+    init_from: str = "bundled"  # "bundled", "scratch" or a .keras path
+    val_patients: list[str] | None = None
+    test_patients: list[str] | None = None  # held out, never used; None: test_fraction of the rest
+    val_fraction: float = 0.1
+    test_fraction: float = 0.0
+    seed: int = 0
+    augment: bool = True
+    missing_sequence: float = 0.3  # share of training slices with pre/post-contrast replaced by FLAIR
+    crop_size: int | None = None
+    positive_fraction: float | None = 0.5
+    samples_per_epoch: int | None = None
+    patience: int = 10
+    lr_patience: int = 4
+    min_lr: float = 1e-5
+    lr_schedule: str = "plateau"  # "plateau" (halve on plateau) or "cosine" (decay to min_lr over epochs)
+    ema_momentum: float | None = None  # e.g. 0.995: validate and save an EMA of the weights
+    time_budget_min: float | None = None
+    precision: str = "float32"  # or "mixed_bfloat16" / "mixed_float16"
+    resume: bool = False
+    strategy: str | None = None  # None, "mirrored" or "multiworker"
+    workers: int = 1
+    log_csv: str | None = None
+
+    def validate(self) -> TrainConfig:
+        """Raise InputError for settings that cannot train; the CLI, the Train widget and
+        ``train()`` all call this before any data is read. Returns self."""
+        out = Path(self.out).expanduser()
+        if not str(self.out).strip() or out.suffix != ".keras":
+            raise InputError(f"'{self.out}': the output model must be a .keras file")
+        if not out.parent.is_dir():
+            raise InputError(f"{out}: folder {out.parent} does not exist")
+        if self.epochs < 1:
+            raise InputError(f"epochs must be at least 1, not {self.epochs}")
+        if self.batch_size < 1:
+            raise InputError(f"batch size must be at least 1, not {self.batch_size}")
+        if self.lr_schedule not in ("plateau", "cosine"):
+            raise InputError(f"unknown learning-rate schedule {self.lr_schedule!r}; use 'plateau' or 'cosine'")
+        if not 0.0 <= self.missing_sequence <= 1.0:
+            raise InputError(f"missing-sequence share must be in [0, 1], not {self.missing_sequence}")
+        if self.ema_momentum is not None and not 0 < self.ema_momentum < 1:
+            raise InputError(f"EMA momentum must be between 0 and 1, not {self.ema_momentum}")
+        if self.init_from not in ("bundled", "scratch") and not Path(self.init_from).expanduser().is_file():
+            raise InputError(f"{self.init_from}: no such model file to start from")
+        return self
