@@ -24,10 +24,16 @@ _LAZY = {
     "TrainConfig": "napari_lgg_seg.core.train_config",
     "evaluate": "napari_lgg_seg.core.evaluation",
     "split_patients": "napari_lgg_seg.core.splits",
+    "segment_many": "napari_lgg_seg.core.batch",
+    "stack_sequences": "napari_lgg_seg.core.sequences",
+    "write_labels_nifti": "napari_lgg_seg.core.nifti",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .core.batch import segment_many
     from .core.evaluation import evaluate
+    from .core.nifti import write_labels_nifti
+    from .core.sequences import stack_sequences
     from .core.inference import segment_volume
     from .core.model import build_unet, load_model, save_model
     from .core.splits import split_patients
@@ -44,6 +50,6 @@ def __getattr__(name: str):
 __all__ = [
     "Cancelled", "InputError", "LGGSegError", "ModelError", "PatientStack", "abnormality_volume",
     "build_unet", "dice", "evaluate", "iou", "load_model", "per_slice", "read_patient",
-    "save_model", "segment_volume", "split_patients", "train", "TrainConfig",
-    "write_kaggle_masks", "write_labels_tiff",
+    "save_model", "segment_many", "segment_volume", "split_patients", "stack_sequences", "train", "TrainConfig",
+    "write_kaggle_masks", "write_labels_nifti", "write_labels_tiff",
 ]

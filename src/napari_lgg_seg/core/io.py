@@ -8,10 +8,14 @@ import secrets
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .geometry import Geometry
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 _SLICE_RE = re.compile(r"^(?P<pid>.+)_(?P<n>\d+)(?P<mask>_mask)?\.tiff?$", re.IGNORECASE)
@@ -31,6 +35,10 @@ class PatientStack:
     patient_id: str
     slice_files: tuple[str, ...] = field(default_factory=tuple)
     source: Path | None = None
+    #: voxel size in mm along (Z, Y, X), when the file says (ImageJ TIFF, NIfTI, DICOM)
+    voxel_size: tuple[float, float, float] | None = None
+    #: source grid and affine of a NIfTI/DICOM volume (``image`` is in kaggle order)
+    geometry: Geometry | None = None
 
     @property
     def n_slices(self) -> int:
@@ -144,14 +152,31 @@ def _as_volume(arr: np.ndarray, path: Path) -> np.ndarray:
 
 
 def read_patient(path: str | os.PathLike) -> PatientStack:
-    """Read a kaggle_3m patient folder, a multi-page TIFF stack or a single TIFF slice."""
+    """Read a kaggle_3m patient folder, a TIFF stack or slice, a NIfTI file or a DICOM series.
+
+    NIfTI and DICOM volumes are brought into the kaggle orientation (see ``core.geometry``);
+    ``voxel_size`` and ``geometry`` say where their voxels lie.
+    """
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: no such file or folder")
+    from .dicom import is_dicom_folder, looks_like_dicom
+    from .nifti import is_nifti_name
+
+    if is_nifti_name(p) and p.is_file():
+        from .nifti import read_nifti
+
+        return read_nifti(p)
+    if (p.is_dir() and not _has_kaggle_slices(p) and is_dicom_folder(p)) or (
+        p.is_file() and p.suffix.lower() not in TIFF_SUFFIXES and looks_like_dicom(p)
+    ):
+        from .dicom import read_dicom
+
+        return read_dicom(p)
     if p.is_dir():
         return _read_kaggle_folder(p)
     if p.suffix.lower() not in TIFF_SUFFIXES:
-        raise InputError(f"{p}: not a TIFF file (expected .tif or .tiff)")
+        raise InputError(f"{p}: not a file we read (expected .tif, .tiff, .nii, .nii.gz, .dcm or a folder)")
     m = _SLICE_RE.match(p.name)
     if m and m["mask"]:
         raise InputError(f"{p}: this is a mask; open its image slice or the patient folder")
@@ -164,7 +189,18 @@ def read_patient(path: str | os.PathLike) -> PatientStack:
             if mask.ndim == 4:
                 mask = mask[..., 0]
     pid = m["pid"] if m else p.stem
-    return PatientStack(image=image, mask=mask, patient_id=pid, slice_files=(p.name,), source=p)
+    from .tiff_geometry import tiff_info
+
+    voxel = tiff_info(p)[0]
+    return PatientStack(image=image, mask=mask, patient_id=pid, slice_files=(p.name,), source=p,
+                        voxel_size=voxel)
+
+
+def _has_kaggle_slices(folder: Path) -> bool:
+    try:
+        return any(_SLICE_RE.match(e.name) for e in folder.iterdir())
+    except OSError:
+        return False
 
 
 def find_patient_folders(root: str | os.PathLike) -> list[Path]:
@@ -221,15 +257,27 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
     return target
 
 
-def write_labels_tiff(path: str | os.PathLike, labels: np.ndarray) -> Path:
-    """Write a labels volume as a multi-page uint8 TIFF, atomically."""
+def write_labels_tiff(
+    path: str | os.PathLike, labels: np.ndarray, voxel_size: tuple[float, float, float] | None = None
+) -> Path:
+    """Write a labels volume as a multi-page uint8 ImageJ TIFF, atomically.
+
+    The file is marked as labels (our readers reopen it as Labels) and carries
+    ``voxel_size`` (mm, Z Y X) as ImageJ spacing and resolution when given.
+    """
     import tifffile
 
+    from .tiff_geometry import imagej_kwargs
+
     data = np.ascontiguousarray(labels, dtype=np.uint8)
-    # minisblack: without it tifffile stores a (3|4, Y, X) volume as one RGB(A) image
-    return atomic_write(
-        path, lambda tmp: tifffile.imwrite(tmp, data, compression="zlib", photometric="minisblack")
-    )
+    if data.ndim == 2:
+        data = data[None]
+    if voxel_size is not None:
+        from .geometry import check_voxel_size
+
+        voxel_size = check_voxel_size(voxel_size)
+    kwargs = imagej_kwargs(voxel_size, labels=True)
+    return atomic_write(path, lambda tmp: tifffile.imwrite(tmp, data, compression="zlib", **kwargs))
 
 
 def write_kaggle_masks(
@@ -262,11 +310,14 @@ def write_kaggle_masks(
 
 
 def is_readable(path: str | os.PathLike) -> bool:
-    """Cheap check used by the napari reader: would ``read_patient`` try this path?"""
+    """Cheap check used by the napari reader: would ``read_patient`` try this path?
+
+    Folders: kaggle_3m patient folders and DICOM series folders. Files: TIFF, NIfTI, DICOM.
+    """
+    from .dicom import DICOM_SUFFIXES, is_dicom_folder
+    from .nifti import is_nifti_name
+
     p = Path(path)
     if p.is_dir():
-        try:
-            return any(_SLICE_RE.match(e.name) for e in p.iterdir())
-        except OSError:
-            return False
-    return p.suffix.lower() in TIFF_SUFFIXES
+        return _has_kaggle_slices(p) or is_dicom_folder(p)
+    return p.suffix.lower() in TIFF_SUFFIXES + DICOM_SUFFIXES or is_nifti_name(p)

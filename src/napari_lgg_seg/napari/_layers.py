@@ -25,27 +25,64 @@ SEGMENTATION_COLORS = {None: "#ff40ff", 0: "transparent", 1: "#ffc400"}
 
 
 # --------------------------------------------------------------------------- reading
+def geometry_metadata(stack: PatientStack) -> dict:
+    """The geometry keys of layer metadata: ``voxel_size`` (mm, Z Y X) and, for NIfTI and
+    DICOM, ``geometry`` (source affine and grid, see ``core.geometry.Geometry``)."""
+    meta: dict = {}
+    if stack.voxel_size is not None:
+        meta["voxel_size"] = [float(v) for v in stack.voxel_size]
+    if stack.geometry is not None:
+        meta["geometry"] = stack.geometry.as_metadata()
+    return meta
+
+
 def stack_layer_data(stack: PatientStack) -> list[tuple]:
-    """napari layer-data tuples for a patient: the MRI image, plus 'ground truth' labels."""
+    """napari layer-data tuples for a patient: the MRI image, plus 'ground truth' labels.
+
+    The voxel size (when known) is the layers' ``scale``; the source geometry is kept in
+    ``metadata`` so that segmentations and writers can put labels back on the source grid.
+    """
     rgb = stack.image.ndim == 4
+    geo = geometry_metadata(stack)
     meta = {
         "patient_id": stack.patient_id,
         "slice_files": list(stack.slice_files),
         "source": str(stack.source) if stack.source is not None else None,
+        **geo,
     }
+    common: dict = {}
+    if stack.voxel_size is not None:
+        common["scale"] = tuple(float(v) for v in stack.voxel_size)
     layers: list[tuple] = [
-        (stack.image, {"name": stack.patient_id, "rgb": rgb, "metadata": dict(meta)}, "image")
+        (stack.image, {"name": stack.patient_id, "rgb": rgb, "metadata": dict(meta), **common}, "image")
     ]
     if stack.mask is not None:
         layers.append(
             (
                 stack.mask,
-                {"name": GROUND_TRUTH, "opacity": 0.5, "metadata": {"patient_id": stack.patient_id,
-                                                                     "source": meta["source"]}},
+                {"name": GROUND_TRUTH, "opacity": 0.5, **common,
+                 "metadata": {"patient_id": stack.patient_id, "source": meta["source"], **geo}},
                 "labels",
             )
         )
     return layers
+
+
+def labels_tiff_layer_data(path, voxel_size) -> tuple:
+    """A Labels layer-data tuple for a labels TIFF that this plugin wrote."""
+    from pathlib import Path
+
+    from ..core.io import _read_tiff
+
+    p = Path(path)
+    data = _read_tiff(p)
+    if data.ndim == 2:
+        data = data[None]
+    meta: dict = {"name": p.stem, "metadata": {"patient_id": p.stem, "source": str(p)}}
+    if voxel_size is not None and len(voxel_size) == data.ndim:
+        meta["scale"] = tuple(float(v) for v in voxel_size)
+        meta["metadata"]["voxel_size"] = [float(v) for v in voxel_size]
+    return (data, meta, "labels")
 
 
 # --------------------------------------------------------------------------- layers -> arrays
@@ -149,6 +186,8 @@ def segmentation_metadata(
         "image": image_layer.name,
         "patient_id": patient_id_of(image_layer),
         "digest": labels_digest(labels),
+        **{k: v for k, v in (getattr(image_layer, "metadata", None) or {}).items()
+           if k in ("voxel_size", "geometry")},
     }
 
 

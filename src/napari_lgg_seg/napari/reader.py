@@ -1,9 +1,13 @@
-"""npe2 reader: kaggle_3m patient folders and MRI TIFF stacks/slices.
+"""npe2 reader: kaggle_3m patient folders, MRI TIFF stacks/slices, NIfTI files, DICOM series.
 
-``get_reader`` returns None for paths that are clearly not ours (other files, folders
-without kaggle_3m slices, mask files, TIFFs whose shape cannot be an MRI volume) so that
-other readers can try them. For a path that looks like ours but is broken, the returned
-reader raises ``InputError`` with a clear message, which napari shows as a notification.
+The manifest claims only ``*.tif``, ``*.tiff``, ``*.nii``, ``*.nii.gz``, ``*.dcm`` and
+folders. ``get_reader`` returns None for paths that are not ours (folders that are neither
+a kaggle_3m patient nor a DICOM series, mask files, TIFFs whose shape cannot be an MRI
+volume) so that other readers can try them. For a path that looks like ours but is broken,
+the returned reader raises ``InputError`` with a clear message, which napari shows.
+
+Layers carry the voxel size as ``scale`` and the source geometry in ``metadata``; a labels
+TIFF written by this plugin reopens as a Labels layer.
 """
 
 from __future__ import annotations
@@ -12,8 +16,11 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ..core.dicom import DICOM_SUFFIXES, looks_like_dicom
 from ..core.io import TIFF_SUFFIXES, _SLICE_RE, accepts_shape, is_readable, read_patient
-from ._layers import stack_layer_data
+from ..core.nifti import is_nifti_name
+from ..core.tiff_geometry import tiff_info
+from ._layers import labels_tiff_layer_data, stack_layer_data
 
 PathOrPaths = str | os.PathLike | Sequence[str | os.PathLike]
 
@@ -34,7 +41,13 @@ def claims(path: str | os.PathLike) -> bool:
     p = Path(path)
     if p.is_dir():
         return is_readable(p)
-    if p.suffix.lower() not in TIFF_SUFFIXES or not p.is_file():
+    if not p.is_file():
+        return False
+    if is_nifti_name(p):
+        return True
+    if p.suffix.lower() in DICOM_SUFFIXES:
+        return looks_like_dicom(p)
+    if p.suffix.lower() not in TIFF_SUFFIXES:
         return False
     m = _SLICE_RE.match(p.name)
     if m and m["mask"]:
@@ -53,9 +66,18 @@ def get_reader(path: PathOrPaths) -> Callable | None:
 
 
 def read_layers(path: PathOrPaths) -> list[tuple]:
-    """Read one or several patients; each gives an image layer and maybe 'ground truth'."""
+    """Read one or several patients; each gives an image layer and maybe 'ground truth'.
+
+    A labels TIFF written by this plugin gives one Labels layer with its voxel size.
+    """
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     layers: list[tuple] = []
     for p in paths:
+        p = Path(p)
+        if p.is_file() and p.suffix.lower() in TIFF_SUFFIXES:
+            voxel, is_labels = tiff_info(p)
+            if is_labels:
+                layers.append(labels_tiff_layer_data(p, voxel))
+                continue
         layers.extend(stack_layer_data(read_patient(p)))
     return layers

@@ -3,6 +3,9 @@
 * ``write_labels_tiff``: one multi-page uint8 TIFF at exactly the path napari asked for
   (napari's save dialog has already asked about overwriting it); written atomically, so a
   failed save leaves an existing file intact.
+* ``write_labels_nifti``: ``.nii``/``.nii.gz`` uint8, on the source voxel grid with the
+  source affine when the layer came from a NIfTI/DICOM volume, else with the layer's scale
+  as voxel size (a warning says so).
 * ``write_kaggle_masks``: a folder of ``<ID>_<n>_mask.tif`` files (0/255), as in kaggle_3m.
   The patient id comes from the layer metadata (set by the reader and the Segment widget),
   else from the folder name. Existing mask files are never overwritten: napari asked for
@@ -34,13 +37,58 @@ def _check_labels(data, name: str) -> np.ndarray:
     return arr
 
 
+def layer_voxel_size(meta: dict) -> tuple[float, float, float] | None:
+    """Voxel size (mm, Z Y X) of a 3D layer: its metadata, else a scale that is not all 1."""
+    md = meta.get("metadata") or {}
+    if md.get("voxel_size") is not None:
+        return tuple(float(v) for v in md["voxel_size"])
+    scale = meta.get("scale")
+    if scale is not None and len(scale) == 3 and any(abs(float(v) - 1.0) > 1e-12 for v in scale):
+        return tuple(float(v) for v in scale)
+    return None
+
+
 def write_labels_tiff(path: str, data, meta: dict) -> list[str]:
     p = Path(path)
     try:
         if p.is_dir():
             raise InputError(f"{p}: is a folder; give a .tif file name")
         arr = _check_labels(data, meta.get("name", "labels"))
-        return [str(core_io.write_labels_tiff(p, arr))]
+        voxel = layer_voxel_size(meta) if np.ndim(arr) == 3 else None
+        return [str(core_io.write_labels_tiff(p, arr, voxel_size=voxel))]
+    except InputError as exc:
+        raise WriteRefused(str(exc)) from None
+
+
+def write_labels_nifti(path: str, data, meta: dict) -> list[str]:
+    import warnings
+
+    from ..core.geometry import Geometry
+    from ..core.nifti import write_labels_nifti as _write
+
+    p = Path(path)
+    try:
+        if p.is_dir():
+            raise InputError(f"{p}: is a folder; give a .nii.gz file name")
+        arr = _check_labels(data, meta.get("name", "labels"))
+        geo = (meta.get("metadata") or {}).get("geometry")
+        if geo is not None:
+            geometry = Geometry.from_metadata(geo)
+            if tuple(np.shape(arr)[-3:]) != geometry.kaggle_shape:
+                geometry = None
+        else:
+            geometry = None
+        if geometry is not None:
+            return [str(_write(p, arr, geometry))]
+        voxel = layer_voxel_size(meta)
+        if voxel is None:
+            voxel = (1.0, 1.0, 1.0)
+            warnings.warn(f"{p.name}: labels '{meta.get('name', 'labels')}' have no source geometry or "
+                          "voxel size; the NIfTI gets 1 mm voxels (set the layer scale to fix)", stacklevel=2)
+        else:
+            warnings.warn(f"{p.name}: no source affine; the NIfTI uses the layer's voxel size {voxel} mm",
+                          stacklevel=2)
+        return [str(_write(p, arr, None, voxel_size=voxel))]
     except InputError as exc:
         raise WriteRefused(str(exc)) from None
 

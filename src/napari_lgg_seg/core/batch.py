@@ -1,0 +1,314 @@
+"""Whole-dataset segmentation: many patients, one model load, one output per patient,
+resumable (existing outputs are skipped), failures reported while the rest go on, and a
+``summary.csv``. ``--shard I/N`` splits the patients between N independent jobs."""
+
+from __future__ import annotations
+
+import csv
+import io as _stdio
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import Cancelled, InputError, LGGSegError
+from .io import PatientStack, TIFF_SUFFIXES, atomic_write, is_readable, read_patient
+
+FORMATS = {"tif": ".tif", "nii.gz": ".nii.gz", "nii": ".nii", "kaggle-masks": ""}
+SUMMARY_FIELDS = ("patient", "input", "output", "status", "slices", "voxel_size_mm", "abnormality_voxels",
+                  "abnormality_mm3", "dice", "iou", "seconds", "error")
+
+
+@dataclass
+class PatientResult:
+    """One row of ``summary.csv``."""
+
+    patient: str
+    input: str
+    output: str
+    status: str  # "done", "skipped" (output existed) or "failed"
+    slices: int | None = None
+    voxel_size_mm: str = ""
+    abnormality_voxels: int | None = None
+    abnormality_mm3: float | None = None
+    dice: float | None = None
+    iou: float | None = None
+    seconds: float | None = None
+    error: str = ""
+
+
+def format_for_path(path: str | os.PathLike) -> str | None:
+    """The output format a file name asks for (``tif``, ``nii``, ``nii.gz``), or None."""
+    name = str(path).lower()
+    if name.endswith(".nii.gz"):
+        return "nii.gz"
+    if name.endswith(".nii"):
+        return "nii"
+    if name.endswith(TIFF_SUFFIXES):
+        return "tif"
+    return None
+
+
+def write_labels(path: str | os.PathLike, labels: np.ndarray, stack: PatientStack,
+                 voxel_size=None, *, overwrite: bool = True) -> Path:
+    """Write labels of ``stack`` (kaggle order) to ``path`` in the format its name asks for.
+
+    TIFF gets the voxel size as ImageJ spacing; NIfTI the source grid and affine (or the
+    voxel size, 1 mm when unknown); a folder path gets kaggle_3m masks.
+    """
+    p = Path(path)
+    voxel = stack.voxel_size or voxel_size
+    fmt = format_for_path(p)
+    if fmt == "tif":
+        from .io import write_labels_tiff
+
+        return write_labels_tiff(p, labels, voxel_size=voxel)
+    if fmt in ("nii", "nii.gz"):
+        from .nifti import write_labels_nifti
+
+        return write_labels_nifti(p, labels, stack.geometry, voxel_size=voxel or (1.0, 1.0, 1.0))
+    if p.suffix == "":
+        from .io import write_kaggle_masks
+
+        write_kaggle_masks(p, labels, stack.patient_id, overwrite=overwrite)
+        return p
+    raise InputError(f"{p}: cannot write labels as '{p.suffix}'; use .tif, .nii, .nii.gz or a folder")
+
+
+def patient_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
+    """Expand inputs into patients: a patient (kaggle folder, DICOM folder, TIFF, NIfTI)
+    stays itself; any other folder gives the patients directly inside it, sorted."""
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if not p.exists():
+            raise InputError(f"{p}: no such file or folder")
+        if not p.is_dir() or is_readable(p):
+            out.append(p)
+            continue
+        found = sorted(c for c in p.iterdir() if not c.name.startswith(".") and is_readable(c)
+                       and not _is_mask_file(c))
+        if not found:
+            raise InputError(f"{p}: no patients in this folder (kaggle_3m or DICOM folders, TIFF or NIfTI files)")
+        out.extend(found)
+    seen: dict[Path, Path] = {}
+    unique = []
+    for p in out:
+        key = p.resolve()
+        if key not in seen:
+            seen[key] = p
+            unique.append(p)
+    return unique
+
+
+def _is_mask_file(p: Path) -> bool:
+    return p.is_file() and p.name.lower().endswith(("_mask.tif", "_mask.tiff"))
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` -> (I, N) with 1 <= I <= N."""
+    try:
+        i, n = (int(v) for v in str(text).split("/"))
+    except ValueError:
+        raise InputError(f"shard {text!r} must be I/N, e.g. 2/8") from None
+    if not 1 <= i <= n:
+        raise InputError(f"shard {text!r}: I must be between 1 and N")
+    return i, n
+
+
+def take_shard(items: Sequence, shard: tuple[int, int] | None) -> list:
+    """The items of shard I of N (every N-th, starting at the I-th; no overlap, none lost)."""
+    if shard is None:
+        return list(items)
+    i, n = shard
+    return list(items)[i - 1 :: n]
+
+
+def summary_name(shard: tuple[int, int] | None) -> str:
+    return "summary.csv" if shard is None else f"summary-shard-{shard[0]}-of-{shard[1]}.csv"
+
+
+def _patient_key(p: Path) -> str:
+    from .nifti import is_nifti_name, nifti_stem
+
+    return nifti_stem(p) if is_nifti_name(p) else (p.stem if p.is_file() else p.name)
+
+
+def _output_for(out_dir: Path, key: str, fmt: str) -> Path:
+    return out_dir / (key + FORMATS[fmt])
+
+
+def _output_exists(path: Path, fmt: str) -> bool:
+    if fmt == "kaggle-masks":
+        return path.is_dir() and any(_is_mask_file(c) for c in path.iterdir())
+    return path.exists()
+
+
+def count_slices(path: Path) -> int:
+    """Slices a patient will give, cheaply (headers and file names only); 0 when unknown."""
+    try:
+        from .nifti import is_nifti_name
+
+        if is_nifti_name(path):
+            import nibabel as nib
+
+            from .geometry import Geometry
+
+            img = nib.load(str(path))
+            return Geometry.from_affine(img.affine, img.shape[:3]).kaggle_shape[0] if len(img.shape) >= 3 else 0
+        if path.is_dir():
+            from .io import _has_kaggle_slices, kaggle_slices
+
+            if _has_kaggle_slices(path):
+                return len(kaggle_slices(path)[1])
+            return sum(1 for c in path.iterdir() if c.is_file() and not c.name.startswith("."))
+        import tifffile
+
+        with tifffile.TiffFile(path) as tf:
+            shape = tf.series[0].shape
+        return int(shape[0]) if len(shape) >= 3 and not (len(shape) == 3 and shape[-1] in (3, 4)) else 1
+    except Exception:
+        return 0
+
+
+def read_summary(path: Path) -> dict[str, dict]:
+    """Rows of an earlier summary.csv by patient ('' when unreadable)."""
+    if not path.is_file():
+        return {}
+    try:
+        with open(path, newline="") as fh:
+            return {row["patient"]: row for row in csv.DictReader(fh) if row.get("patient")}
+    except (OSError, csv.Error, KeyError, UnicodeDecodeError):
+        return {}
+
+
+def write_summary(path: Path, rows: Sequence[dict]) -> Path:
+    buf = _stdio.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=SUMMARY_FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in SUMMARY_FIELDS})
+    text = buf.getvalue()
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def segment_stack(stack: PatientStack, model, **segment_options) -> np.ndarray:
+    """Labels ``(Z, Y, X)`` uint8 for a patient (calls ``core.inference.segment_volume``)."""
+    from .inference import segment_volume
+
+    labels = segment_volume(stack.image, model, **segment_options)
+    return labels[None] if labels.ndim == 2 else labels
+
+
+def segment_many(
+    inputs: Iterable[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    *,
+    model=None,
+    format: str = "tif",
+    overwrite: bool = False,
+    shard: tuple[int, int] | str | None = None,
+    voxel_size: Sequence[float] | None = None,
+    progress: Callable[[int, int], object] | None = None,
+    on_result: Callable[[PatientResult], None] | None = None,
+    **segment_options,
+) -> list[PatientResult]:
+    """Segment many patients into ``out_dir`` (one output each) and write a summary CSV.
+
+    ``inputs`` are patients or folders of patients. The model (default: bundled) loads once.
+    Patients whose output exists are skipped unless ``overwrite``; a failing patient is
+    recorded (status ``failed``) and the others go on. ``shard=(I, N)`` or ``"I/N"`` keeps
+    only that share of the patients and writes ``summary-shard-I-of-N.csv``. ``progress``
+    gets (slices done, slices in all); ``segment_options`` go to ``segment_volume``.
+    """
+    from .metrics import abnormality_volume, dice, iou
+
+    if format not in FORMATS:
+        raise InputError(f"unknown output format {format!r}; choose one of {', '.join(FORMATS)}")
+    if isinstance(shard, str):
+        shard = parse_shard(shard)
+    if voxel_size is not None:
+        from .geometry import check_voxel_size
+
+        voxel_size = check_voxel_size(voxel_size)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder")
+    if not out.parent.is_dir():
+        raise InputError(f"{out}: folder {out.parent} does not exist")
+    patients = take_shard(patient_inputs(inputs), shard)
+    keys = [_patient_key(p) for p in patients]
+    dupes = sorted({k for k in keys if keys.count(k) > 1})
+    if dupes:
+        raise InputError(f"several inputs would write the same output {dupes[0]}{FORMATS[format]}; rename one")
+    out.mkdir(exist_ok=True)
+    if not os.access(out, os.W_OK):
+        raise InputError(f"{out}: folder is not writable")
+    summary_path = out / summary_name(shard)
+    earlier = read_summary(summary_path)
+
+    todo = [(p, k, _output_for(out, k, format)) for p, k in zip(patients, keys)]
+    pending = [t for t in todo if overwrite or not _output_exists(t[2], format)]
+    total = sum(count_slices(p) for p, _, _ in pending)
+    done_before = 0
+    if model is None and pending:
+        from .model import load_model
+
+        model = load_model()
+    results: list[PatientResult] = []
+    for p, key, target in todo:
+        if not overwrite and _output_exists(target, format):
+            row = PatientResult(key, str(p), str(target), "skipped")
+            old = earlier.get(key)
+            if old and old.get("status") in ("done", "skipped"):
+                row = PatientResult(**{**{k: old.get(k) or None for k in SUMMARY_FIELDS}, "status": "skipped"})
+                row.error = ""
+                row.voxel_size_mm = old.get("voxel_size_mm", "")
+            results.append(row)
+            if on_result:
+                on_result(row)
+            continue
+        t0 = time.monotonic()
+        expected = count_slices(p)
+
+        def step(done: int, n: int, _base=done_before):
+            return progress(_base + done, max(total, _base + n)) if progress else None
+
+        try:
+            stack = read_patient(p)
+            labels = segment_stack(stack, model, progress=step, **segment_options)
+            write_labels(target, labels, stack, voxel_size, overwrite=overwrite)
+        except Cancelled:
+            raise
+        except (LGGSegError, OSError, MemoryError) as exc:
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in msg:
+                msg = f"{exc.filename}: {exc.strerror or msg}"
+            row = PatientResult(key, str(p), str(target), "failed", seconds=round(time.monotonic() - t0, 2),
+                                error=msg)
+            done_before += expected
+            results.append(row)
+            if on_result:
+                on_result(row)
+            continue
+        done_before += labels.shape[0] if expected == 0 else expected
+        vox = stack.voxel_size or voxel_size
+        vol = abnormality_volume(labels, vox)
+        row = PatientResult(
+            key, str(p), str(target), "done", slices=int(labels.shape[0]),
+            voxel_size_mm="x".join(f"{v:g}" for v in vox) if vox else "",
+            abnormality_voxels=vol["voxels"],
+            abnormality_mm3=None if vol["mm3"] is None else round(vol["mm3"], 3),
+            seconds=round(time.monotonic() - t0, 2),
+        )
+        if stack.mask is not None:
+            truth = stack.mask.reshape(labels.shape)
+            row.dice, row.iou = round(dice(truth, labels), 4), round(iou(truth, labels), 4)
+        results.append(row)
+        if on_result:
+            on_result(row)
+    write_summary(summary_path, [asdict(r) for r in results])
+    return results

@@ -1,0 +1,128 @@
+"""Voxel geometry and orientation: bring NIfTI/DICOM volumes to the kaggle_3m convention and back.
+
+The model was trained on kaggle_3m slices: axial, the nose at the top of the image, the
+patient's left on the image's right, slices ordered from feet to head. As voxel axis codes
+of a ``(Z, Y, X)`` array in nibabel's RAS+ world that is ``("S", "P", "L")``. A source
+volume with any voxel order is reoriented to that (a permutation and flips, never a
+resampling), and labels go back to the source's own voxel grid, so they keep its affine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError
+
+KAGGLE_AXCODES = ("S", "P", "L")
+
+
+def _orientation():
+    from nibabel import orientations
+
+    return orientations
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where a volume's voxels lie: the source's 4x4 voxel-to-RAS+ mm affine and grid shape.
+
+    ``transform`` is nibabel's orientation transform from the source voxel axes to the
+    kaggle ``(Z, Y, X)`` axes.
+    """
+
+    affine: np.ndarray
+    source_shape: tuple[int, int, int]
+    transform: np.ndarray
+    source_format: str = "nifti"
+
+    @classmethod
+    def from_affine(cls, affine, shape, source_format: str = "nifti") -> Geometry:
+        o = _orientation()
+        aff = np.asarray(affine, dtype=np.float64)
+        if aff.shape != (4, 4) or not np.all(np.isfinite(aff)):
+            raise InputError(f"affine {aff.tolist()} is not a finite 4x4 matrix")
+        if abs(np.linalg.det(aff[:3, :3])) < 1e-12:
+            raise InputError("the voxel-to-world affine is singular (zero voxel size or collinear axes)")
+        src = o.io_orientation(aff)
+        transform = o.ornt_transform(src, o.axcodes2ornt(KAGGLE_AXCODES))
+        return cls(aff, tuple(int(s) for s in shape[:3]), transform, source_format)
+
+    @property
+    def source_zooms(self) -> tuple[float, float, float]:
+        return tuple(float(v) for v in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)))
+
+    @property
+    def voxel_size(self) -> tuple[float, float, float]:
+        """Voxel size in mm along the kaggle (Z, Y, X) axes."""
+        out = [0.0, 0.0, 0.0]
+        for src_axis, (new_axis, _flip) in enumerate(self.transform):
+            out[int(new_axis)] = round(self.source_zooms[src_axis], 6)  # headers store float32
+        return tuple(out)
+
+    @property
+    def source_axcodes(self) -> tuple[str, str, str]:
+        o = _orientation()
+        return tuple(o.aff2axcodes(self.affine))
+
+    def to_kaggle(self, data: np.ndarray) -> np.ndarray:
+        """Source-grid array (spatial axes first, then any channels) in kaggle (Z, Y, X) order."""
+        self._check_shape(data.shape[:3], self.source_shape, "source")
+        return np.ascontiguousarray(_orientation().apply_orientation(data, self.transform))
+
+    def to_source(self, data: np.ndarray) -> np.ndarray:
+        """Kaggle-ordered array (e.g. labels) back on the source's own voxel grid."""
+        o = _orientation()
+        self._check_shape(data.shape[:3], self.kaggle_shape, "kaggle-ordered")
+        back = o.ornt_transform(o.axcodes2ornt(KAGGLE_AXCODES), o.io_orientation(self.affine))
+        return np.ascontiguousarray(o.apply_orientation(data, back))
+
+    @property
+    def kaggle_shape(self) -> tuple[int, int, int]:
+        out = [0, 0, 0]
+        for src_axis, (new_axis, _flip) in enumerate(self.transform):
+            out[int(new_axis)] = self.source_shape[src_axis]
+        return tuple(out)
+
+    @property
+    def kaggle_affine(self) -> np.ndarray:
+        """Voxel-to-world affine of the kaggle-ordered array."""
+        return self.affine @ _orientation().inv_ornt_aff(self.transform, self.source_shape)
+
+    def as_metadata(self) -> dict:
+        """Plain (JSON-able) form for napari layer metadata."""
+        return {
+            "affine": self.affine.tolist(),
+            "source_shape": list(self.source_shape),
+            "source_format": self.source_format,
+            "source_axcodes": "".join(self.source_axcodes),
+        }
+
+    @classmethod
+    def from_metadata(cls, meta: dict) -> Geometry:
+        return cls.from_affine(meta["affine"], meta["source_shape"], meta.get("source_format", "nifti"))
+
+    @staticmethod
+    def _check_shape(got, want, what) -> None:
+        if tuple(got) != tuple(want):
+            raise InputError(f"array of shape {tuple(got)} does not match the {what} grid {tuple(want)}")
+
+
+def kaggle_affine_from_voxel_size(voxel_size) -> np.ndarray:
+    """RAS+ affine of a kaggle-ordered (Z, Y, X) array with this voxel size (no known origin)."""
+    sz, sy, sx = check_voxel_size(voxel_size)
+    return np.array(
+        [[0.0, 0.0, -sx, 0.0], [0.0, -sy, 0.0, 0.0], [sz, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
+    )
+
+
+def check_voxel_size(voxel_size) -> tuple[float, float, float]:
+    """A (Z, Y, X) voxel size in mm: three finite numbers above 0."""
+    try:
+        vs = tuple(float(v) for v in voxel_size)
+    except (TypeError, ValueError):
+        raise InputError(f"voxel size {voxel_size!r} is not three numbers") from None
+    if len(vs) != 3 or not all(np.isfinite(v) and 0 < v < 1e6 for v in vs):
+        raise InputError(f"voxel size {voxel_size!r} must be three finite numbers above 0 (mm)")
+    return vs

@@ -1,0 +1,169 @@
+"""NIfTI and DICOM reading in any orientation, labels back on the source grid, TIFF voxel
+size, sequence stacking, and the clear errors for bad files."""
+
+from __future__ import annotations
+
+import gzip
+
+import nibabel as nib
+import numpy as np
+import pytest
+import tifffile
+
+from napari_lgg_seg import InputError, read_patient, stack_sequences, write_labels_nifti, write_labels_tiff
+from napari_lgg_seg.core.geometry import Geometry
+from napari_lgg_seg.core.tiff_geometry import tiff_info
+
+from ..mri_files import ORIENTATIONS, VOXEL, kaggle_affine, to_orientation, write_dicom_series, write_nifti
+
+
+def kaggle_volume(z=5, y=12, x=10, channels=None, seed=0):
+    rng = np.random.default_rng(seed)
+    shape = (z, y, x) if channels is None else (z, y, x, channels)
+    return rng.integers(0, 1000, shape).astype(np.int16)
+
+
+@pytest.mark.parametrize("name", list(ORIENTATIONS))
+def test_nifti_any_orientation_reads_in_kaggle_order_and_writes_back_on_source_grid(tmp_path, name):
+    vol = kaggle_volume()
+    src, affine = to_orientation(vol, ORIENTATIONS[name])
+    f = write_nifti(tmp_path / f"{name}.nii.gz", src, affine)
+    stack = read_patient(f)
+    assert np.array_equal(stack.image, vol)  # exactly the kaggle voxels, not resampled
+    assert stack.voxel_size == pytest.approx(VOXEL)
+    assert stack.patient_id == name and "".join(stack.geometry.source_axcodes) == "".join(ORIENTATIONS[name])
+    labels = (vol > 500).astype(np.uint8)
+    out = write_labels_nifti(tmp_path / "labels.nii.gz", labels, stack.geometry)
+    back = nib.load(str(out))
+    assert np.allclose(back.affine, affine) and back.get_data_dtype() == np.uint8
+    assert np.array_equal(np.asarray(back.dataobj), (src > 500).astype(np.uint8))
+    assert back.header.get_xyzt_units()[0] == "mm"
+
+
+def test_nifti_with_three_sequences_and_plain_nii(tmp_path):
+    vol = kaggle_volume(channels=3)
+    src, affine = to_orientation(vol, ORIENTATIONS["LPS"])
+    stack = read_patient(write_nifti(tmp_path / "three.nii", src, affine))
+    assert stack.image.shape == (5, 12, 10, 3) and np.array_equal(stack.image, vol)
+
+
+def test_nifti_without_geometry_uses_the_voxel_size(tmp_path):
+    labels = np.zeros((4, 6, 8), np.uint8)
+    labels[1, 2, 3] = 1
+    out = write_labels_nifti(tmp_path / "l.nii", labels, voxel_size=(3, 0.5, 0.25))
+    back = read_patient(out)
+    assert back.voxel_size == pytest.approx((3, 0.5, 0.25)) and np.array_equal(back.image, labels)
+    with pytest.raises(InputError, match="must end with .nii"):
+        write_labels_nifti(tmp_path / "l.img", labels, voxel_size=(1, 1, 1))
+    with pytest.raises(InputError, match="voxel size"):
+        write_labels_nifti(tmp_path / "l.nii", labels, voxel_size=(1, float("inf"), 1))
+
+
+@pytest.mark.parametrize("case", ["2d", "4d_four", "truncated", "nan", "garbage"])
+def test_bad_nifti_gives_one_clear_error(tmp_path, case):
+    f = tmp_path / f"{case}.nii.gz"
+    eye = np.eye(4)
+    if case == "2d":
+        write_nifti(f, np.zeros((8, 8), np.int16), eye)
+        match = "not a volume"
+    elif case == "4d_four":
+        write_nifti(f, np.zeros((8, 8, 4, 4), np.int16), eye)
+        match = "has 4 volumes"
+    elif case == "truncated":
+        write_nifti(f, np.random.default_rng(0).integers(0, 99, (32, 32, 32)).astype(np.int16), eye)
+        f.write_bytes(f.read_bytes()[:3000])
+        match = "not a readable NIfTI"
+    elif case == "nan":
+        data = np.zeros((4, 4, 4), np.float32)
+        data[1, 1, 1] = np.nan
+        write_nifti(f, data, eye)
+        match = "NaN"
+    else:
+        f.write_bytes(gzip.compress(b"not a nifti header at all" * 20))
+        match = "not a readable NIfTI"
+    with pytest.raises(InputError, match=match) as info:
+        read_patient(f)
+    assert str(f) in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", list(ORIENTATIONS))
+def test_dicom_series_in_any_orientation(tmp_path, name):
+    vol = kaggle_volume().astype(np.uint16)
+    src, affine = to_orientation(vol, ORIENTATIONS[name])
+    folder = write_dicom_series(tmp_path / name, src, affine)
+    stack = read_patient(folder)
+    assert np.array_equal(stack.image, vol)
+    assert stack.voxel_size == pytest.approx(VOXEL)
+    assert np.allclose(stack.geometry.kaggle_affine, kaggle_affine(), atol=1e-4)
+    # one file of the series opens the whole series
+    assert np.array_equal(read_patient(next(folder.glob("*.dcm"))).image, vol)
+
+
+def test_dicom_bad_series(tmp_path):
+    vol = kaggle_volume().astype(np.uint16)
+    two = tmp_path / "two"
+    write_dicom_series(two, vol, kaggle_affine(), description="FLAIR")
+    write_dicom_series(two, vol, kaggle_affine(origin=(0, 0, 99)), description="T1 post", start=100)
+    with pytest.raises(InputError, match="2 DICOM series in one folder") as info:
+        read_patient(two)
+    assert "FLAIR" in str(info.value) and "T1 post" in str(info.value)
+
+    holes = write_dicom_series(tmp_path / "holes", vol, kaggle_affine(), skip=(2,))
+    with pytest.raises(InputError, match="uneven slice positions.*missing"):
+        read_patient(holes)
+
+    empty = tmp_path / "no_dicom"
+    empty.mkdir()
+    (empty / "a.dcm").write_bytes(b"nothing")
+    with pytest.raises(InputError, match="no DICOM image files"):
+        read_patient(empty)
+
+
+def test_stack_sequences_checks_the_grid(tmp_path):
+    flair_k, pre_k = kaggle_volume(seed=1), kaggle_volume(seed=2)
+    src_f, aff = to_orientation(flair_k, ORIENTATIONS["RAS"])
+    src_p, _ = to_orientation(pre_k, ORIENTATIONS["RAS"])
+    flair = read_patient(write_nifti(tmp_path / "flair.nii.gz", src_f, aff))
+    pre = read_patient(write_nifti(tmp_path / "pre.nii.gz", src_p, aff))
+    both = stack_sequences(flair, pre_contrast=pre)
+    assert both.image.shape == (5, 12, 10, 3)
+    assert np.array_equal(both.image[..., 0], pre_k) and np.array_equal(both.image[..., 1], flair_k)
+    assert np.array_equal(both.image[..., 2], flair_k)  # missing post-contrast: FLAIR in its place
+    assert both.geometry is flair.geometry
+
+    shifted = read_patient(write_nifti(tmp_path / "shifted.nii.gz", src_p, aff + np.diag([0, 0, 0, 0]) +
+                                       np.pad(np.array([[5.0], [0], [0]]), ((0, 1), (3, 0)))))
+    with pytest.raises(InputError, match="shifted.nii.gz.*another voxel-to-world affine"):
+        stack_sequences(flair, post_contrast=shifted)
+    small = read_patient(write_nifti(tmp_path / "small.nii.gz", src_p[:, :, :4], aff))
+    with pytest.raises(InputError, match="small.nii.gz.*not on the FLAIR's grid"):
+        stack_sequences(flair, pre_contrast=small)
+
+
+def test_tiff_voxel_size_round_trip_and_labels_marker(tmp_path):
+    labels = np.zeros((3, 16, 20), np.uint8)
+    labels[1, 4:8, 5:9] = 1
+    out = write_labels_tiff(tmp_path / "l.tif", labels, voxel_size=(3.0, 0.5, 0.25))
+    voxel, is_labels = tiff_info(out)
+    assert voxel == pytest.approx((3.0, 0.5, 0.25)) and is_labels
+    assert np.array_equal(tifffile.imread(out), labels)
+    assert read_patient(out).voxel_size == pytest.approx((3.0, 0.5, 0.25))
+    # an ImageJ image stack in microns; a plain TIFF's 72 dpi is not a voxel size
+    img = tmp_path / "img.tif"
+    tifffile.imwrite(img, np.zeros((4, 8, 8), np.uint16), imagej=True, resolution=(2.0, 2.0),
+                     metadata={"spacing": 3000.0, "unit": "micron", "axes": "ZYX"})
+    assert tiff_info(img) == (pytest.approx((3.0, 0.0005, 0.0005)), False)
+    plain = tmp_path / "plain.tif"
+    tifffile.imwrite(plain, np.zeros((4, 8, 8), np.uint16), resolution=(72, 72), photometric="minisblack")
+    assert tiff_info(plain) == (None, False) and read_patient(plain).voxel_size is None
+
+
+def test_geometry_metadata_round_trip():
+    vol = kaggle_volume()
+    src, affine = to_orientation(vol, ORIENTATIONS["sagittal-LIP"])
+    g = Geometry.from_affine(affine, src.shape)
+    g2 = Geometry.from_metadata(g.as_metadata())
+    assert np.allclose(g2.affine, affine) and g2.kaggle_shape == vol.shape
+    assert np.array_equal(g2.to_source(g2.to_kaggle(src)), src)
+    with pytest.raises(InputError, match="singular"):
+        Geometry.from_affine(np.zeros((4, 4)), (2, 2, 2))
