@@ -539,3 +539,131 @@ def test_train_errors_after_loading_data(tmp_path, capsys, data_root, monkeypatc
                        "--batch-size", "2", "--val-patients", "TCGA_NOPE")
     assert_one_line_error(code, err, "TCGA_NOPE")
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------- segment: formats, many patients
+
+
+class _FlairFake:
+    """Fast stand-in for the U-Net (FLAIR channel as probability), for the CLI plumbing."""
+
+    input_shape = (None, 32, 32, 3)
+    name = "flair-fake"
+
+    def predict_on_batch(self, x):
+        return x[..., 1:2]
+
+
+@pytest.fixture
+def fake_model(monkeypatch):
+    from napari_lgg_seg import cli
+
+    loads = []
+    monkeypatch.setattr(cli, "_load_model", lambda path: loads.append(path) or _FlairFake())
+    return loads
+
+
+def _patients_root(tmp_path):
+    from .mri_files import ORIENTATIONS, to_orientation, write_nifti
+
+    root = tmp_path / "data"
+    for i in range(3):
+        write_kaggle_patient(root, pid=f"TCGA_AA_000{i}_20000101", n_slices=4, seed=i)
+    bad = root / "TCGA_BB_0009_20000101"
+    bad.mkdir()
+    (bad / "TCGA_BB_0009_20000101_1.tif").write_bytes(b"not a tiff")
+    vol = np.zeros((5, 32, 32), np.int16)
+    vol[2, 8:16, 8:16] = 900
+    src, affine = to_orientation(vol, ORIENTATIONS["sagittal-LIP"])
+    write_nifti(root / "scan.nii.gz", src, affine)
+    return root, src, affine
+
+
+def test_segment_folder_of_patients_reports_failure_and_resumes(tmp_path, capsys, fake_model):
+    root, _, _ = _patients_root(tmp_path)
+    out = tmp_path / "out"
+    code, stdout, err = run(capsys, "segment", root, "-o", out, "--format", "nii.gz")
+    assert code == 1 and len(fake_model) == 1  # the model loads once
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "TCGA_BB_0009_20000101: failed" in lines[0] and "not a readable TIFF" in lines[0]
+    assert "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == [
+        "TCGA_AA_0000_20000101.nii.gz", "TCGA_AA_0001_20000101.nii.gz", "TCGA_AA_0002_20000101.nii.gz",
+        "scan.nii.gz", "summary.csv"]
+    assert "4 segmented, 0 skipped, 1 failed" in stdout and "Dice 1.000" in stdout
+    assert "mm^3" in stdout  # the NIfTI has a voxel size
+    with open(out / "summary.csv", newline="") as fh:
+        table = {r["patient"]: r for r in csv.DictReader(fh)}
+    assert table["TCGA_BB_0009_20000101"]["status"] == "failed" and table["scan"]["status"] == "done"
+
+    code, stdout, err = run(capsys, "segment", root, "-o", out, "--format", "nii.gz")
+    assert code == 1 and "0 segmented, 4 skipped, 1 failed" in stdout and "skipped" in stdout
+
+
+def test_segment_shards_union_equals_one_run(tmp_path, capsys, fake_model):
+    root, _, _ = _patients_root(tmp_path)
+    (root / "TCGA_BB_0009_20000101" / "TCGA_BB_0009_20000101_1.tif").unlink()
+    (root / "TCGA_BB_0009_20000101").rmdir()
+    assert run(capsys, "segment", root, "-o", tmp_path / "one")[0] == 0
+    for i in (1, 2):
+        assert run(capsys, "segment", root, "-o", tmp_path / "sharded", "--shard", f"{i}/2")[0] == 0
+    one = sorted(p.name for p in (tmp_path / "one").glob("*.tif"))
+    sharded = sorted(p.name for p in (tmp_path / "sharded").glob("*.tif"))
+    assert one == sharded and len(one) == 4
+    for name in one:
+        assert np.array_equal(tifffile.imread(tmp_path / "one" / name), tifffile.imread(tmp_path / "sharded" / name))
+    summaries = []
+    for i in (1, 2):
+        with open(tmp_path / "sharded" / f"summary-shard-{i}-of-2.csv", newline="") as fh:
+            summaries += [r["patient"] for r in csv.DictReader(fh)]
+    assert sorted(summaries) == sorted(n[:-4] for n in one)
+    assert not (tmp_path / "sharded" / "summary.csv").exists()
+    code, _, err = run(capsys, "segment", root, "-o", tmp_path / "x", "--shard", "3/2")
+    assert_one_line_error(code, err, "shard")
+
+
+def test_segment_one_nifti_to_nifti_keeps_the_source_affine(tmp_path, capsys, fake_model):
+    import nibabel as nib
+
+    root, src, affine = _patients_root(tmp_path)
+    out = tmp_path / "labels.nii.gz"
+    code, stdout, err = run(capsys, "segment", root / "scan.nii.gz", "-o", out)
+    assert code == 0, err
+    back = nib.load(str(out))
+    assert np.allclose(back.affine, affine) and back.shape == src.shape
+    assert np.array_equal(np.asarray(back.dataobj) > 0, src > 0)
+    assert f"64 voxels in 1 of 5 slices, {64 * 2.5 * 0.9 * 0.8:.1f} mm^3" in stdout
+
+
+def test_segment_sequences_as_separate_files(tmp_path, capsys, fake_model):
+    from .mri_files import ORIENTATIONS, to_orientation, write_nifti
+
+    vol = np.zeros((5, 32, 32), np.int16)
+    vol[2, 8:16, 8:16] = 900
+    src, affine = to_orientation(vol, ORIENTATIONS["RAS"])
+    flair = write_nifti(tmp_path / "flair.nii.gz", src, affine)
+    pre = write_nifti(tmp_path / "t1.nii.gz", src // 2, affine)
+    out = tmp_path / "l.tif"
+    code, stdout, err = run(capsys, "segment", flair, "--pre-contrast", pre, "--post-contrast", pre, "-o", out)
+    assert code == 0, err
+    assert tifffile.imread(out).sum() == 64
+
+    other = write_nifti(tmp_path / "t1c.nii.gz", src[:, :, :4], affine)
+    loads_before = len(fake_model)
+    code, _, err = run(capsys, "segment", flair, "--post-contrast", other, "-o", tmp_path / "l2.tif")
+    assert_one_line_error(code, err, "t1c.nii.gz", "not on the FLAIR's grid")
+    assert not (tmp_path / "l2.tif").exists() and len(fake_model) == loads_before
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["A", "B", "-o", "x.tif"], "-o must be a folder"),
+    (["A", "-o", "x.png"], "cannot write labels as '.png'"),
+    (["A", "-o", "outdir", "--pre-contrast", "A"], "--pre-contrast"),
+])
+def test_segment_bad_combinations(tmp_path, capsys, fake_model, argv, fragment):
+    root, _, _ = _patients_root(tmp_path)
+    a = str(root / "TCGA_AA_0000_20000101")
+    argv = [a if v in ("A", "B") else (str(tmp_path / v) if v in ("x.tif", "x.png", "outdir") else v) for v in argv]
+    code, _, err = run(capsys, "segment", *argv)
+    assert_one_line_error(code, err, fragment)
+    assert not fake_model and not (tmp_path / "outdir").exists()

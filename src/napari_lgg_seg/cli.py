@@ -230,7 +230,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
 def _segment_one(args: argparse.Namespace) -> int:
     from .core.batch import segment_stack, write_labels
 
-    out = _check_output(args.output, (".tif", ".tiff", ".nii", ".nii.gz"), "output")
+    out = _check_output(args.output, (), "output")  # the extension was checked by format_for_path
     for src in [args.input[0], args.pre_contrast, args.post_contrast]:
         if src and Path(src).is_file() and out.exists() and out.resolve() == Path(src).resolve():
             raise InputError(f"{out}: the output would overwrite the input")
@@ -290,14 +290,12 @@ def _segment_many(args: argparse.Namespace) -> int:
 
     try:
         results = segment_many(
-            patients, out_dir, model=model, format=args.format or "tif", overwrite=args.overwrite,
-            shard=None, voxel_size=args.voxel_size, progress=bar, on_result=report,
+            args.input, out_dir, model=model, format=args.format or "tif", overwrite=args.overwrite,
+            shard=args.shard, voxel_size=args.voxel_size, progress=bar, on_result=report,
             **_segment_options(args),
         )
     finally:
         bar.close()
-    if args.shard is not None:  # segment_many wrote summary.csv for the shard's patients
-        os.replace(out_dir / "summary.csv", out_dir / summary_name(args.shard))
     failed = [r for r in results if r.status == "failed"]
     done = sum(r.status == "done" for r in results)
     skipped = sum(r.status == "skipped" for r in results)

@@ -1,0 +1,135 @@
+"""segment_many: a folder of patients, one output each, resume, failures, summary, shards."""
+
+from __future__ import annotations
+
+import csv
+
+import nibabel as nib
+import numpy as np
+import pytest
+import tifffile
+
+from napari_lgg_seg import InputError, segment_many
+from napari_lgg_seg.core.batch import parse_shard, take_shard
+from napari_lgg_seg.core.tiff_geometry import tiff_info
+
+from ..conftest import write_kaggle_patient
+from ..mri_files import ORIENTATIONS, to_orientation, write_nifti
+
+
+class FlairModel:
+    """Stands in for the U-Net: the normalised FLAIR channel is the probability."""
+
+    input_shape = (None, 32, 32, 3)
+
+    def __init__(self):
+        self.slices = 0
+
+    def predict_on_batch(self, x):
+        self.slices += len(x)
+        return x[..., 1:2]
+
+
+def dataset(tmp_path, broken=True):
+    root = tmp_path / "data"
+    for i in range(3):
+        write_kaggle_patient(root, pid=f"TCGA_AA_000{i}_20000101", n_slices=4 + i, seed=i)
+    vol = np.zeros((5, 32, 32, 3), np.uint8)
+    vol[2, 8:16, 8:16] = 200
+    src, affine = to_orientation(vol, ORIENTATIONS["LPS"])
+    write_nifti(root / "scan.nii.gz", src, affine)
+    if broken:
+        bad = root / "TCGA_BB_0009_20000101"
+        bad.mkdir()
+        (bad / "TCGA_BB_0009_20000101_1.tif").write_bytes(b"not a tiff")
+    return root, src, affine
+
+
+def rows(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_folder_of_patients_with_a_broken_one_then_resume(tmp_path):
+    root, src, affine = dataset(tmp_path)
+    out = tmp_path / "out"
+    model, calls = FlairModel(), []
+    results = segment_many([root], out, model=model, progress=lambda d, t: calls.append((d, t)), batch_size=2)
+    assert [r.status for r in results] == ["done", "done", "done", "failed", "done"]
+    assert "TCGA_BB_0009_20000101_1.tif" in results[3].error and "not a readable TIFF" in results[3].error
+    assert model.slices == 4 + 5 + 6 + 5
+    assert calls[-1] == (21, 21)  # one bar over every patient's slices (the broken one counts 1)
+    assert all(t == calls[0][1] for _, t in calls) and [d for d, _ in calls] == sorted(d for d, _ in calls)
+    labels = tifffile.imread(out / "TCGA_AA_0001_20000101.tif")
+    assert labels.shape == (5, 32, 32) and labels.dtype == np.uint8
+    assert tiff_info(out / "scan.tif") == (pytest.approx((2.5, 0.9, 0.8)), True)
+    table = rows(out / "summary.csv")
+    assert [r["patient"] for r in table] == [r.patient for r in results]
+    aa0 = table[0]
+    assert aa0["status"] == "done" and aa0["slices"] == "4" and float(aa0["dice"]) > 0.9
+    assert float(aa0["iou"]) > 0.8 and aa0["abnormality_mm3"] == "" and float(aa0["seconds"]) >= 0
+    scan = table[4]
+    assert scan["voxel_size_mm"] == "2.5x0.9x0.8" and scan["dice"] == ""
+    assert float(scan["abnormality_mm3"]) == pytest.approx(int(scan["abnormality_voxels"]) * 2.5 * 0.9 * 0.8)
+    assert not list(out.glob(".*"))  # no temporary files left
+
+    # rerun: what was done is skipped (its numbers kept), the failed one is tried again
+    before = (out / "TCGA_AA_0001_20000101.tif").stat().st_mtime_ns
+    model2 = FlairModel()
+    again = segment_many([root], out, model=model2)
+    assert [r.status for r in again] == ["skipped", "skipped", "skipped", "failed", "skipped"]
+    assert model2.slices == 0 and (out / "TCGA_AA_0001_20000101.tif").stat().st_mtime_ns == before
+    assert rows(out / "summary.csv")[0]["dice"] == aa0["dice"]
+    redo = segment_many([root / "TCGA_AA_0001_20000101"], out, model=FlairModel(), overwrite=True)
+    assert [r.status for r in redo] == ["done"]
+
+
+def test_nifti_output_on_the_source_grid_and_kaggle_masks(tmp_path):
+    root, src, affine = dataset(tmp_path, broken=False)
+    out = tmp_path / "nii"
+    segment_many([root / "scan.nii.gz", root / "TCGA_AA_0000_20000101"], out, model=FlairModel(), format="nii.gz")
+    back = nib.load(str(out / "scan.nii.gz"))
+    assert np.allclose(back.affine, affine) and back.shape == src.shape[:3]
+    assert np.asarray(back.dataobj).sum() == 64  # the bright 8x8 square, on the source grid
+    kaggle = nib.load(str(out / "TCGA_AA_0000_20000101.nii.gz"))
+    assert kaggle.shape == (4, 32, 32)
+    masks_out = tmp_path / "masks"
+    segment_many([root / "TCGA_AA_0000_20000101"], masks_out, model=FlairModel(), format="kaggle-masks")
+    assert sorted(p.name for p in (masks_out / "TCGA_AA_0000_20000101").iterdir()) == [
+        f"TCGA_AA_0000_20000101_{i}_mask.tif" for i in range(1, 5)]
+
+
+def test_shards_split_the_patients_and_their_union_is_one_run(tmp_path):
+    root, _, _ = dataset(tmp_path)
+    whole = segment_many([root], tmp_path / "whole", model=FlairModel())
+    parts = []
+    for i in (1, 2, 3):
+        res = segment_many([root], tmp_path / "sharded", model=FlairModel(), shard=f"{i}/3")
+        parts.append([r.patient for r in res])
+        assert (tmp_path / "sharded" / f"summary-shard-{i}-of-3.csv").is_file()
+    flat = [p for part in parts for p in part]
+    assert sorted(flat) == sorted(r.patient for r in whole) and len(flat) == len(set(flat))
+    for r in whole:
+        if r.status == "done":
+            a = tifffile.imread(tmp_path / "whole" / f"{r.patient}.tif")
+            b = tifffile.imread(tmp_path / "sharded" / f"{r.patient}.tif")
+            assert np.array_equal(a, b)
+    assert take_shard(list(range(7)), (2, 3)) == [1, 4]
+    for bad in ("0/3", "4/3", "x", "1/0"):
+        with pytest.raises(InputError, match="shard"):
+            parse_shard(bad)
+
+
+def test_bad_arguments(tmp_path):
+    root, _, _ = dataset(tmp_path, broken=False)
+    with pytest.raises(InputError, match="unknown output format"):
+        segment_many([root], tmp_path / "o", model=FlairModel(), format="png")
+    with pytest.raises(InputError, match="no patients in this folder"):
+        (tmp_path / "empty").mkdir()
+        segment_many([tmp_path / "empty"], tmp_path / "o", model=FlairModel())
+    with pytest.raises(InputError, match="no such file"):
+        segment_many([tmp_path / "missing"], tmp_path / "o", model=FlairModel())
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(InputError, match="not a folder"):
+        segment_many([root], tmp_path / "afile", model=FlairModel())
+    assert not (tmp_path / "o").exists()
