@@ -232,7 +232,7 @@ def _missing(tmp):
 def _png(tmp):
     f = tmp / "slice.png"
     f.write_bytes(b"\x89PNG\r\n")
-    return f, [str(f), "not a TIFF file"]
+    return f, [str(f), "not a file we read"]
 
 
 BAD_INPUTS = {

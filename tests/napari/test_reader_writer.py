@@ -250,3 +250,97 @@ def test_real_sample_offline_gives_a_clear_error(make_napari_viewer, tmp_path, m
     with pytest.raises(sample.SampleDownloadError, match="cannot download the sample patient"):
         viewer.open_sample("napari-lgg-seg", "real_patient")
     assert len(viewer.layers) == 0
+
+
+# --------------------------------------------------------------------------- formats and etiquette
+def _nifti_and_dicom(tmp_path):
+    from ..mri_files import ORIENTATIONS, to_orientation, write_dicom_series, write_nifti
+
+    vol = np.random.default_rng(0).integers(0, 900, (5, 24, 20)).astype(np.uint16)
+    src, affine = to_orientation(vol, ORIENTATIONS["LPS"])
+    nii = write_nifti(tmp_path / "flair.nii.gz", src.astype(np.int16), affine)
+    dcm = write_dicom_series(tmp_path / "series", src, affine)
+    return vol, affine, nii, dcm
+
+
+def test_npe2_offers_this_plugin_only_for_what_it_reads(tmp_path, patient_folder):
+    from npe2 import PluginManager
+
+    pm = PluginManager.instance()
+    pm.discover()
+    _, _, nii, dcm = _nifti_and_dicom(tmp_path)
+    (tmp_path / "photo.png").write_bytes(b"\x89PNG")
+    (tmp_path / "table.csv").write_text("a,b\n1,2\n")
+    tif = patient_folder / f"{PID}_1.tif"
+
+    def offered(p):
+        return "napari-lgg-seg" in [r.plugin_name for r in pm.iter_compatible_readers([str(p)])]
+
+    assert not offered(tmp_path / "photo.png") and not offered(tmp_path / "table.csv")
+    assert all(offered(p) for p in (patient_folder, tif, nii, dcm, next(dcm.glob("*.dcm"))))
+    # folders are offered to every folder reader; ours declines those that are not patients
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "a.png").write_bytes(b"\x89PNG")
+    assert _reader.get_reader(str(other)) is None
+    assert _reader.get_reader(str(tmp_path / "photo.png")) is None
+
+
+def test_reader_gives_nifti_and_dicom_layers_with_their_geometry(tmp_path):
+    from napari_lgg_seg.core.geometry import Geometry
+
+    from ..mri_files import kaggle_affine
+
+    vol, affine, nii, dcm = _nifti_and_dicom(tmp_path)
+    for path in (nii, dcm):
+        (data, meta, kind), = _reader.get_reader(str(path))(str(path))
+        assert kind == "image" and np.array_equal(data, vol) and meta["rgb"] is False
+        assert meta["scale"] == pytest.approx((2.5, 0.9, 0.8))
+        assert meta["metadata"]["voxel_size"] == pytest.approx([2.5, 0.9, 0.8])
+        geo = meta["metadata"]["geometry"]
+        # the same voxels in world space (a DICOM grid is its slices sorted by position)
+        assert np.allclose(Geometry.from_metadata(geo).kaggle_affine, kaggle_affine(), atol=1e-4)
+        if path == nii:
+            assert geo["source_axcodes"] == "LPS" and np.allclose(geo["affine"], affine)
+
+
+def test_our_labels_tiff_reopens_as_labels_with_its_voxel_size(tmp_path):
+    labels = np.zeros((4, 16, 16), np.uint8)
+    labels[2, 3:9, 3:9] = 1
+    meta = {"name": "seg", "scale": (3.0, 0.5, 0.5), "metadata": {}}
+    path, = _writer.write_labels_tiff(str(tmp_path / "seg.tif"), labels, meta)
+    (data, lmeta, kind), = _reader.get_reader(path)(path)
+    assert kind == "labels" and np.array_equal(data, labels) and lmeta["scale"] == pytest.approx((3.0, 0.5, 0.5))
+    # an image TIFF with the same content stays an image
+    tifffile.imwrite(tmp_path / "img.tif", labels, photometric="minisblack")
+    assert _reader.get_reader(str(tmp_path / "img.tif"))(str(tmp_path / "img.tif"))[0][2] == "image"
+
+
+def test_nifti_writer_uses_the_source_affine_or_says_it_uses_the_scale(tmp_path):
+    import nibabel as nib
+
+    from napari_lgg_seg.napari._layers import segmentation_metadata
+
+    vol, affine, nii, _ = _nifti_and_dicom(tmp_path)
+    (data, meta, _), = _reader.get_reader(str(nii))(str(nii))
+
+    class Layer:  # what the Segment widget passes: the image layer
+        name, metadata = meta["name"], meta["metadata"]
+
+    labels = (data > 450).astype(np.uint8)
+    seg_meta = segmentation_metadata({}, threshold=0.5, min_size=0, image_layer=Layer, labels=labels)
+    out, = _writer.write_labels_nifti(str(tmp_path / "seg.nii.gz"), labels, {"name": "seg", "metadata": seg_meta})
+    back = nib.load(out)
+    assert np.allclose(back.affine, affine, atol=1e-4)
+    src = np.asarray(nib.load(str(nii)).dataobj)
+    assert np.array_equal(np.asarray(back.dataobj), (src > 450).astype(np.uint8))
+
+    with pytest.warns(UserWarning, match="1 mm voxels"):
+        out2, = _writer.write_labels_nifti(str(tmp_path / "plain.nii"), labels, {"name": "x", "metadata": {}})
+    assert np.allclose(np.abs(nib.load(out2).affine[:3, :3]).sum(axis=0), 1.0)
+    with pytest.warns(UserWarning, match="voxel size"):
+        out3, = _writer.write_labels_nifti(str(tmp_path / "scaled.nii"), labels,
+                                           {"name": "x", "scale": (3, 1, 0.5), "metadata": {}})
+    assert sorted(np.abs(nib.load(out3).affine[:3, :3]).sum(axis=0)) == pytest.approx([0.5, 1, 3])
+    with pytest.raises(_writer.WriteRefused, match="0..255"):
+        _writer.write_labels_nifti(str(tmp_path / "big.nii"), labels.astype(np.int32) * 300, {"name": "x"})
