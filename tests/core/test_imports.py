@@ -27,3 +27,19 @@ def test_no_tensorflow_on_import_manifest_or_read(tmp_path):
     out = subprocess.run([sys.executable, "-c", CODE, str(d)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "TF-FREE" in out.stdout, out.stdout
+
+
+def test_no_tensorflow_when_reading_nifti_dicom_or_listing_a_batch(tmp_path):
+    import numpy as np
+
+    from ..mri_files import ORIENTATIONS, to_orientation, write_dicom_series, write_nifti
+
+    src, affine = to_orientation(np.ones((3, 8, 8), np.uint16), ORIENTATIONS["LPS"])
+    nii = write_nifti(tmp_path / "a.nii.gz", src, affine)
+    dcm = write_dicom_series(tmp_path / "series", src, affine)
+    extra = "from napari_lgg_seg.core.batch import patient_inputs; patient_inputs([sys.argv[1]])\n"
+    for path in (nii, dcm):
+        out = subprocess.run([sys.executable, "-c", CODE.replace("bad = [", extra + "bad = ["), str(path)],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert "TF-FREE" in out.stdout, out.stdout
