@@ -667,3 +667,14 @@ def test_segment_bad_combinations(tmp_path, capsys, fake_model, argv, fragment):
     code, _, err = run(capsys, "segment", *argv)
     assert_one_line_error(code, err, fragment)
     assert not fake_model and not (tmp_path / "outdir").exists()
+
+
+@pytest.mark.parametrize("name", ["{pid}_2_mask.tif", "{pid}_99.tif"])
+def test_segment_refuses_outputs_among_the_patients_slices(tmp_path, capsys, fake_model, name):
+    """Repro (issue 12, 1): `segment P -o P/<ID>_2_mask.tif` replaced a ground-truth mask."""
+    src = write_kaggle_patient(tmp_path, pid=PID, n_slices=3)
+    before = {p.name: p.read_bytes() for p in src.iterdir()}
+    out = src / name.format(pid=PID)
+    code, _, err = run(capsys, "segment", src, "-o", out)
+    assert_one_line_error(code, err, str(out), "among the kaggle_3m slices")
+    assert {p.name: p.read_bytes() for p in src.iterdir()} == before and not fake_model

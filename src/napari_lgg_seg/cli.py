@@ -234,6 +234,11 @@ def _segment_one(args: argparse.Namespace) -> int:
     for src in [args.input[0], args.pre_contrast, args.post_contrast]:
         if src and Path(src).is_file() and out.exists() and out.resolve() == Path(src).resolve():
             raise InputError(f"{out}: the output would overwrite the input")
+    from .core.io import _SLICE_RE, _has_kaggle_slices
+
+    if _SLICE_RE.match(out.name) and _has_kaggle_slices(out.parent):
+        raise InputError(f"{out}: the output would land among the kaggle_3m slices and masks of "
+                         f"{out.parent}; write it elsewhere")
     stack = _read_flair(args)
     from .core.preprocess import as_channels_last
 

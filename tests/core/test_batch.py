@@ -133,3 +133,17 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(InputError, match="not a folder"):
         segment_many([root], tmp_path / "afile", model=FlairModel())
     assert not (tmp_path / "o").exists()
+
+
+def test_outputs_never_land_among_the_inputs(tmp_path):
+    root, _, _ = dataset(tmp_path, broken=False)
+    patient = root / "TCGA_AA_0000_20000101"
+    before = sorted(p.name for p in patient.iterdir())
+    for out, fmt in ((root, "kaggle-masks"), (patient, "tif"), (patient / "labels", "tif")):
+        with pytest.raises(InputError, match="choose a folder outside the patients"):
+            segment_many([root], out, model=FlairModel(), format=fmt, overwrite=True)
+    assert sorted(p.name for p in patient.iterdir()) == before
+    # an output folder inside the dataset root is not taken for a patient on the rerun
+    segment_many([root], root / "labels", model=FlairModel())
+    again = segment_many([root], root / "labels", model=FlairModel())
+    assert [r.status for r in again] == ["skipped"] * 4

@@ -344,3 +344,20 @@ def test_nifti_writer_uses_the_source_affine_or_says_it_uses_the_scale(tmp_path)
     assert sorted(np.abs(nib.load(out3).affine[:3, :3]).sum(axis=0)) == pytest.approx([0.5, 1, 3])
     with pytest.raises(_writer.WriteRefused, match="0..255"):
         _writer.write_labels_nifti(str(tmp_path / "big.nii"), labels.astype(np.int32) * 300, {"name": "x"})
+
+
+def test_sequences_as_grey_layers_for_3d(make_napari_viewer, patient_folder):
+    from napari_lgg_seg.napari._layers import add_sequence_layers
+
+    viewer = make_napari_viewer()
+    image, truth = viewer.open(str(patient_folder), plugin="napari-lgg-seg")
+    image.scale = (3.0, 0.5, 0.5)
+    new = add_sequence_layers(viewer, image)
+    assert [l.name for l in new] == [f"{PID} pre-contrast", f"{PID} FLAIR", f"{PID} post-contrast"]
+    assert [l.visible for l in new] == [False, True, False] and not image.visible
+    assert np.array_equal(new[1].data, image.data[..., 1]) and tuple(new[1].scale) == (3.0, 0.5, 0.5)
+    assert not new[1].rgb and new[1].colormap.name == "gray"
+    names = [l.name for l in viewer.layers]
+    assert names.index(f"{PID} FLAIR") < names.index("ground truth")  # the labels draw on top
+    viewer.dims.ndisplay = 3
+    assert viewer.dims.ndisplay == 3

@@ -239,7 +239,17 @@ def segment_many(
         raise InputError(f"{out}: exists and is not a folder")
     if not out.parent.is_dir():
         raise InputError(f"{out}: folder {out.parent} does not exist")
-    patients = take_shard(patient_inputs(inputs), shard)
+    inputs = [Path(i) for i in inputs]
+    here = out.resolve()
+    # an earlier OUT_DIR inside a folder of patients is ours (it has a summary), not a patient
+    ours = here.is_dir() and (not any(here.iterdir()) or any(here.glob("summary*.csv")))
+    listed = [p for p in patient_inputs(inputs) if not (ours and p.resolve() == here)]
+    for p in inputs + listed:
+        r = p.resolve()
+        if here == r or (p.is_dir() and p in listed and r in here.parents):
+            raise InputError(f"{out}: output folder is {'an input' if here == r else 'inside the patient folder ' + str(p)}; "
+                             "choose a folder outside the patients")
+    patients = take_shard(listed, shard)
     keys = [_patient_key(p) for p in patients]
     dupes = sorted({k for k in keys if keys.count(k) > 1})
     if dupes:

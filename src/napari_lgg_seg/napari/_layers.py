@@ -68,6 +68,45 @@ def stack_layer_data(stack: PatientStack) -> list[tuple]:
     return layers
 
 
+SEQUENCE_NAMES = ("pre-contrast", "FLAIR", "post-contrast")
+
+
+def sequence_layer_data(image: np.ndarray, name: str, *, scale=None, metadata: dict | None = None) -> tuple:
+    """One layer-data tuple that napari splits (``channel_axis``) into three grey layers,
+    ``<name> pre-contrast``, ``<name> FLAIR`` (visible) and ``<name> post-contrast``
+    (hidden), so that a kaggle RGB volume renders in 3D as a FLAIR volume under labels."""
+    data = np.asarray(image)
+    if data.ndim != 4 or data.shape[-1] < 3:
+        raise InputError(f"'{name}': sequences need an RGB (Z, Y, X, 3) volume, not shape {data.shape}")
+    meta: dict = {
+        "channel_axis": 3,
+        "name": [f"{name} {s}" for s in SEQUENCE_NAMES],
+        "visible": [False, True, False],
+        "colormap": "gray",
+        "blending": "additive",
+        "metadata": dict(metadata or {}),
+    }
+    if scale is not None:
+        meta["scale"] = tuple(float(v) for v in scale)[-3:]
+    return (data[..., :3], meta, "image")
+
+
+def add_sequence_layers(viewer, image_layer) -> list:
+    """Add the three sequences of an RGB image layer as grey layers (FLAIR visible) below
+    the labels; returns the new layers. For 3D viewing; the RGB layer is hidden."""
+    data, meta, _ = sequence_layer_data(
+        image_layer.data, image_layer.name, scale=image_layer.scale, metadata=image_layer.metadata
+    )
+    layers = viewer.add_image(data, **meta)
+    image_layer.visible = False
+    first_labels = next((i for i, lay in enumerate(viewer.layers) if type(lay).__name__ == "Labels"), None)
+    if first_labels is not None:
+        for lay in layers:
+            viewer.layers.move(viewer.layers.index(lay), first_labels)
+            first_labels += 1
+    return list(layers)
+
+
 def labels_tiff_layer_data(path, voxel_size) -> tuple:
     """A Labels layer-data tuple for a labels TIFF that this plugin wrote."""
     from pathlib import Path
