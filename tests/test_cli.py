@@ -672,7 +672,7 @@ def test_segment_bad_combinations(tmp_path, capsys, fake_model, argv, fragment):
 @pytest.mark.parametrize("name", ["{pid}_2_mask.tif", "{pid}_99.tif"])
 def test_segment_refuses_outputs_among_the_patients_slices(tmp_path, capsys, fake_model, name):
     """Repro (issue 12, 1): `segment P -o P/<ID>_2_mask.tif` replaced a ground-truth mask."""
-    src = write_kaggle_patient(tmp_path, pid=PID, n_slices=3)
+    src = write_kaggle_patient(tmp_path, pid=PID, n_slices=4)
     before = {p.name: p.read_bytes() for p in src.iterdir()}
     out = src / name.format(pid=PID)
     code, _, err = run(capsys, "segment", src, "-o", out)
