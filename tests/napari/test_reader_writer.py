@@ -361,3 +361,19 @@ def test_sequences_as_grey_layers_for_3d(make_napari_viewer, patient_folder):
     assert names.index(f"{PID} FLAIR") < names.index("ground truth")  # the labels draw on top
     viewer.dims.ndisplay = 3
     assert viewer.dims.ndisplay == 3
+
+
+def test_viewer_opens_nifti_with_its_voxel_size_and_saves_labels_on_the_source_grid(make_napari_viewer, tmp_path):
+    import nibabel as nib
+
+    vol, affine, nii, _ = _nifti_and_dicom(tmp_path)
+    viewer = make_napari_viewer()
+    layer, = viewer.open(str(nii), plugin="napari-lgg-seg")
+    assert tuple(layer.scale) == pytest.approx((2.5, 0.9, 0.8))
+    seg = viewer.add_labels((layer.data > 450).astype(np.uint8), name="seg", scale=layer.scale,
+                            metadata={"geometry": layer.metadata["geometry"]})
+    out = tmp_path / "seg.nii.gz"
+    viewer.layers.selection = {seg}
+    viewer.layers.save(str(out), selected=True, plugin="napari-lgg-seg")  # napari's save, our NIfTI writer
+    back = nib.load(str(out))
+    assert np.allclose(back.affine, affine) and back.get_data_dtype() == np.uint8
