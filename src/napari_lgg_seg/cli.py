@@ -213,6 +213,10 @@ def cmd_segment(args: argparse.Namespace) -> int:
         from .core.batch import parse_shard
 
         args.shard = parse_shard(args.shard)
+    if args.voxel_size is not None:
+        from .core.geometry import check_voxel_size
+
+        args.voxel_size = check_voxel_size(args.voxel_size)  # finite and positive, before any work
     to_file = format_for_path(args.output) is not None
     out = Path(args.output)
     if not to_file and out.suffix and not out.is_dir():
@@ -269,10 +273,6 @@ def _segment_many(args: argparse.Namespace) -> int:
         raise InputError(f"{out_dir}: exists and is not a folder; -o takes a folder for several patients")
     if not out_dir.parent.is_dir():
         raise InputError(f"{out_dir}: folder {out_dir.parent} does not exist")
-    if args.voxel_size is not None:
-        from .core.geometry import check_voxel_size
-
-        check_voxel_size(args.voxel_size)
     patients = take_shard(patient_inputs(args.input), args.shard)  # input errors before the model load
     if not patients:
         _info(f"shard {args.shard[0]}/{args.shard[1]} has no patients")

@@ -38,13 +38,14 @@ def _check_labels(data, name: str) -> np.ndarray:
 
 
 def layer_voxel_size(meta: dict) -> tuple[float, float, float] | None:
-    """Voxel size (mm, Z Y X) of a 3D layer: its metadata, else a scale that is not all 1."""
-    md = meta.get("metadata") or {}
-    if md.get("voxel_size") is not None:
-        return tuple(float(v) for v in md["voxel_size"])
+    """Voxel size (mm, Z Y X) of a 3D layer: a scale that is not all 1 (the user may have set
+    it), else the voxel size its reader recorded in the metadata."""
     scale = meta.get("scale")
     if scale is not None and len(scale) == 3 and any(abs(float(v) - 1.0) > 1e-12 for v in scale):
         return tuple(float(v) for v in scale)
+    md = meta.get("metadata") or {}
+    if md.get("voxel_size") is not None:
+        return tuple(float(v) for v in md["voxel_size"])
     return None
 
 
