@@ -680,3 +680,31 @@ def test_segment_refuses_outputs_among_the_patients_slices(tmp_path, capsys, fak
     code, _, err = run(capsys, "segment", src, "-o", out)
     assert_one_line_error(code, err, str(out), "among the kaggle_3m slices")
     assert {p.name: p.read_bytes() for p in src.iterdir()} == before and not fake_model
+
+
+@pytest.mark.parametrize("case", ["truncated", "4d", "2d", "two_series", "missing_slice"])
+def test_segment_bad_nifti_or_dicom(tmp_path, capsys, fake_model, case):
+    from .mri_files import kaggle_affine, write_dicom_series, write_nifti
+
+    vol = np.random.default_rng(0).integers(0, 900, (6, 32, 32)).astype(np.uint16)
+    if case == "truncated":
+        src = write_nifti(tmp_path / "t.nii.gz", vol.astype(np.int16), kaggle_affine())
+        src.write_bytes(src.read_bytes()[:2000])
+        want = [str(src), "not a readable NIfTI"]
+    elif case == "4d":
+        src = write_nifti(tmp_path / "t.nii.gz", np.zeros((8, 8, 8, 5), np.int16), np.eye(4))
+        want = [str(src), "5 volumes"]
+    elif case == "2d":
+        src = write_nifti(tmp_path / "t.nii", np.zeros((8, 8), np.int16), np.eye(4))
+        want = [str(src), "not a volume"]
+    elif case == "two_series":
+        src = write_dicom_series(tmp_path / "d", vol, kaggle_affine(), description="FLAIR")
+        write_dicom_series(src, vol, kaggle_affine(), description="T2", start=50)
+        want = [str(src), "2 DICOM series", "FLAIR", "T2"]
+    else:
+        src = write_dicom_series(tmp_path / "d", vol, kaggle_affine(), skip=(3,))
+        want = [str(src), "missing"]
+    out = tmp_path / "labels.nii.gz"
+    code, _, err = run(capsys, "segment", src, "-o", out)
+    assert_one_line_error(code, err, *want)
+    assert not out.exists() and not fake_model
