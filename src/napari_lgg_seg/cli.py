@@ -187,11 +187,32 @@ def _scores_line(truth, pred) -> str:
 # --------------------------------------------------------------------------- segment
 
 
+def _segment_options(args: argparse.Namespace) -> dict:
+    """segment_volume's threshold / post-processing arguments from the inference flags."""
+    from .core.postprocess import PostProcessing
+
+    if args.postprocess in ("peak", "mean") and args.min_probability is None:
+        raise InputError(f"--postprocess {args.postprocess} needs --min-probability P")
+    if args.min_probability is not None and args.postprocess not in ("peak", "mean"):
+        raise InputError("--min-probability only applies to --postprocess peak or mean")
+    if args.postprocess == "model":
+        post = None
+    elif args.postprocess == "none":
+        post = "none"
+    else:
+        post = PostProcessing(args.postprocess, args.min_size or 0, args.min_probability or 0.0)
+        if args.postprocess == "min_size" and not args.min_size:
+            raise InputError("--postprocess min_size needs --min-size N (N > 0)")
+    return {"threshold": args.threshold, "postprocess": post,
+            "min_size": args.min_size if args.postprocess in ("model", "none") else None}
+
+
 def cmd_segment(args: argparse.Namespace) -> int:
     from .core.io import read_patient, write_labels_tiff
 
     out = _check_output(args.output, (".tif", ".tiff"), "output")
     _check_model_path(args.model)
+    options = _segment_options(args)
     src = Path(args.input)
     if src.is_file() and out.exists() and out.resolve() == src.resolve():
         raise InputError(f"{out}: the output would overwrite the input")
@@ -204,10 +225,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
     bar = ProgressBar(f"segmenting {stack.patient_id}")
     try:
-        labels = segment_volume(
-            stack.image, model, threshold=args.threshold, batch_size=args.batch_size,
-            progress=bar, min_size=args.min_size,
-        )
+        labels = segment_volume(stack.image, model, batch_size=args.batch_size, progress=bar, **options)
     finally:
         bar.close()
     if labels.ndim == 2:
@@ -233,6 +251,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise InputError(f"{out_dir}: cannot create the output folder ({exc.strerror})") from None
     _check_model_path(args.model)
+    options = _segment_options(args)
     if args.offline:
         _note("offline: using the synthetic phantom patient")
         stack = make_phantom()
@@ -252,7 +271,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     bar = ProgressBar(f"segmenting {stack.patient_id}")
     try:
-        pred = segment_volume(stack.image, model, threshold=args.threshold, batch_size=args.batch_size, progress=bar)
+        pred = segment_volume(stack.image, model, batch_size=args.batch_size, progress=bar, **options)
     finally:
         bar.close()
     from .core.overview import write_overview_png
@@ -345,6 +364,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     report_path = _check_output(args.report, (".json",), "report") if args.report else None
     _check_model_path(args.model)
+    options = _segment_options(args)
     find_patient_folders(args.data_root)  # fail fast before loading the model
     model = _load_model(args.model)
     from .core.evaluation import evaluate
@@ -352,12 +372,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     bar = ProgressBar("evaluating")
     try:
         report = evaluate(
-            args.data_root, model, patients=args.patients, threshold=args.threshold,
-            batch_size=args.batch_size, min_size=args.min_size, flair_only=args.flair_only, progress=bar,
+            args.data_root, model, patients=args.patients, batch_size=args.batch_size,
+            flair_only=args.flair_only, progress=bar, **options,
         )
     finally:
         bar.close()
-    _info(f"model: {report.model}, threshold {report.threshold}" + (", FLAIR channel only" if report.flair_only else ""))
+    _info(f"model: {report.model}, threshold {report.threshold}, post-processing: {report.postprocessing}" + (", FLAIR channel only" if report.flair_only else ""))
     _info(report.format())
     if report_path is not None:
         report.to_json(report_path)
@@ -402,10 +422,21 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a .keras model file to use instead of the bundled U-Net")
 
     def add_inference(p):
-        p.add_argument("--threshold", type=_probability, default=0.5, metavar="T",
-                       help="probability above which a pixel is abnormal (0 < T < 1)")
+        p.add_argument("--threshold", type=_probability, default=None, metavar="T",
+                       help="probability above which a pixel is abnormal (0 < T < 1; default: the "
+                       "model's own, 0.5 for a .keras file)")
         p.add_argument("--batch-size", type=_positive_int, default=8, metavar="B",
                        help="slices per model call (lower it to save memory)")
+        p.add_argument("--postprocess", choices=["model", "none", "min_size", "largest", "peak", "mean"],
+                       default="model",
+                       help="3D components to keep: the model's own choice (bundled model: see its card; "
+                       "a .keras file: none), none, those of --min-size voxels or more, the largest, or "
+                       "those whose peak/mean probability is at least --min-probability")
+        p.add_argument("--min-size", type=_non_negative_int, default=None, metavar="N",
+                       help="drop connected components smaller than N voxels (0: keep all sizes; "
+                       "default: the post-processing's own)")
+        p.add_argument("--min-probability", type=_share, default=None, metavar="P",
+                       help="for --postprocess peak/mean: the lowest peak/mean probability kept")
 
     def add_voxel(p):
         p.add_argument("--voxel-size", type=_positive_float, nargs=3, metavar=("Z", "Y", "X"), default=None,
@@ -426,8 +457,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="labels TIFF to write (its folder must exist); replaced atomically")
     add_model(p)
     add_inference(p)
-    p.add_argument("--min-size", type=_non_negative_int, default=0, metavar="N",
-                   help="remove connected abnormality components smaller than N voxels (0 keeps all)")
     add_voxel(p)
     p.set_defaults(func=cmd_segment)
 
@@ -522,8 +551,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patients", nargs="+", metavar="ID", default=None, help="evaluate only these patient ids")
     p.add_argument("--report", metavar="out.json", default=None, help="write the report as JSON")
     add_inference(p)
-    p.add_argument("--min-size", type=_non_negative_int, default=0, metavar="N",
-                   help="remove connected abnormality components smaller than N voxels (0 keeps all)")
     p.add_argument("--flair-only", action="store_true",
                    help="segment the FLAIR channel alone, as if pre- and post-contrast were missing")
     p.set_defaults(func=cmd_evaluate)
