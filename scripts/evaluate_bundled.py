@@ -1,8 +1,24 @@
-"""Score the bundled model: choose post-processing on the validation patients only, then
-report the held-out test patients once with it (and once with the default settings, and
-once on the FLAIR channel alone, as for patients without pre-/post-contrast sequences).
+"""Choose the bundled model's threshold and 3D post-processing on the validation patients,
+decide whether it ships, then score the held-out test patients once (every figure of
+MODEL_CARD.md comes from here).
 
-    python scripts/evaluate_bundled.py --data ../shared/data/lgg/kaggle_3m --out runs/bundled
+    python scripts/evaluate_bundled.py select --model runs/bundled2/phase5.keras \
+        --split runs/bundled2/split-2.0.json --baseline runs/bundled2/phase4.keras --out runs/bundled2/eval
+    python scripts/evaluate_bundled.py test --split runs/bundled2/split-2.0.json \
+        --baseline runs/bundled2/phase4.keras --out runs/bundled2/eval
+
+``select`` scores every (threshold, post-processing) pair of the grid below on the
+validation patients (all three sequences), from one pass of the network per patient.
+Rule, fixed before the 2.0 run ended: the pair with the highest mean per-patient Dice
+wins; pairs within 0.005 of it count as ties and go to the simplest (threshold 0.5
+first, then none < min_size < largest < peak < mean, then the smaller parameter).
+Ship rule, fixed before the 2.0 run ended: 2.0 ships if, on the validation patients,
+its mean per-patient Dice with the chosen settings is at least the baseline's (1.1, with
+1.1's shipped defaults: threshold 0.5, no post-processing) both with all sequences and
+with FLAIR alone. Test patients are used for no choice.
+
+``test`` scores the bundled model (with its model.json settings) and the baseline on the
+test patients, with all sequences and with FLAIR alone, and writes the reports.
 """
 
 from __future__ import annotations
@@ -15,51 +31,135 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_lgg_seg.core.evaluation import evaluate
-from napari_lgg_seg.core.model import bundled_info, load_model
+from napari_lgg_seg.core.evaluation import PatientScore, summarize
+from napari_lgg_seg.core.inference import predict_probabilities
+from napari_lgg_seg.core.io import atomic_write, read_patient
+from napari_lgg_seg.core.metrics import dice, iou
+from napari_lgg_seg.core.model import load_model, model_name
+from napari_lgg_seg.core.postprocess import NONE, PostProcessing, keep_components
+from napari_lgg_seg.core.overview import flair_channel
 
-MIN_SIZES = (0, 100, 300, 1000)
+THRESHOLDS = (0.5, 0.4, 0.6)
+GRID = (
+    [NONE]
+    + [PostProcessing("min_size", n) for n in (100, 300, 1000)]
+    + [PostProcessing("largest")]
+    + [PostProcessing("peak", 0, p) for p in (0.7, 0.8, 0.9, 0.95)]
+    + [PostProcessing("mean", 0, p) for p in (0.6, 0.7, 0.8)]
+)
+TIE = 0.005
+
+
+def probabilities(model, data: Path, patients: list[str], flair_only: bool) -> dict:
+    """Per patient: (ground truth, probabilities) from one pass of the network."""
+    out = {}
+    for pid in patients:
+        st = read_patient(data / pid)
+        image = flair_channel(st.image) if flair_only else st.image
+        out[pid] = (st.mask > 0, predict_probabilities(image, model))
+    return out
+
+
+def score(probs: dict, threshold: float, post: PostProcessing) -> tuple[list[PatientScore], dict]:
+    scores, truths, preds = [], [], []
+    for pid, (truth, p) in probs.items():
+        pred = keep_components(p >= threshold, p, post)
+        scores.append(PatientScore(pid, int(truth.shape[0]), dice(truth, pred), iou(truth, pred),
+                                   int(truth.sum()), int(pred.sum())))
+        truths.append(truth)
+        preds.append(pred)
+    return scores, summarize(scores, truths, preds)
+
+
+def report(name: str, threshold: float, post: PostProcessing, scores, summary, flair_only: bool) -> dict:
+    return {"model": name, "threshold": threshold, "postprocessing": post.to_dict(),
+            "postprocessing_text": post.describe(), "flair_only": flair_only,
+            "patients": [vars(s) for s in scores], "summary": summary}
+
+
+def write_json(path: Path, obj) -> None:
+    text = json.dumps(obj, indent=1, default=lambda v: None)
+    atomic_write(path, lambda tmp: tmp.write_text(text + "\n"))
+
+
+def cmd_select(args) -> int:
+    split = json.loads(Path(args.split).read_text())
+    data, out = Path(args.data), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model, baseline = load_model(args.model), load_model(args.baseline)
+    val = split["val"]
+    probs = probabilities(model, data, val, flair_only=False)
+    grid = []
+    for rank_t, t in enumerate(THRESHOLDS):
+        for rank_p, post in enumerate(GRID):
+            d = score(probs, t, post)[1]["dice_mean"]
+            grid.append({"threshold": t, "postprocessing": post.to_dict(), "text": post.describe(),
+                         "val_dice_mean": d, "simplicity": (rank_t, rank_p)})
+            print(f"val t={t} {post.describe()}: {d:.4f}", flush=True)
+    best = max(g["val_dice_mean"] for g in grid)
+    chosen = min((g for g in grid if g["val_dice_mean"] >= best - TIE), key=lambda g: g["simplicity"])
+    t, post = chosen["threshold"], PostProcessing.from_dict(chosen["postprocessing"])
+    flair = score(probabilities(model, data, val, flair_only=True), t, post)[1]
+    base_probs = probabilities(baseline, data, val, flair_only=False)
+    base = score(base_probs, 0.5, NONE)[1]
+    base_flair = score(probabilities(baseline, data, val, flair_only=True), 0.5, NONE)[1]
+    ships = chosen["val_dice_mean"] >= base["dice_mean"] and flair["dice_mean"] >= base_flair["dice_mean"]
+    result = {
+        "model": args.model, "baseline": args.baseline, "val_patients": val, "grid": grid,
+        "chosen": {"threshold": t, "postprocessing": post.to_dict(), "text": post.describe()},
+        "val": {"all_sequences": chosen["val_dice_mean"], "flair_only": flair["dice_mean"],
+                "no_postprocessing": score(probs, 0.5, NONE)[1]["dice_mean"]},
+        "baseline_val": {"all_sequences": base["dice_mean"], "flair_only": base_flair["dice_mean"]},
+        "ships": bool(ships),
+    }
+    write_json(out / "selection.json", result)
+    print(json.dumps({k: result[k] for k in ("chosen", "val", "baseline_val", "ships")}, indent=1))
+    return 0
+
+
+def cmd_test(args) -> int:
+    split = json.loads(Path(args.split).read_text())
+    data, out = Path(args.data), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    bundled = load_model()
+    info = bundled.lgg_info
+    runs = [("bundled", bundled, float(info.get("threshold", 0.5)), PostProcessing.from_dict(info.get("postprocessing"))),
+            ("baseline", load_model(args.baseline), 0.5, NONE)]
+    summary = {}
+    for tag, model, t, post in runs:
+        for flair_only in (False, True):
+            start = time.perf_counter()
+            probs = probabilities(model, data, split["test"], flair_only)
+            seconds = time.perf_counter() - start
+            scores, s = score(probs, t, post)
+            key = f"{tag}{'_flair_only' if flair_only else ''}"
+            rep = report(model_name(model), t, post, scores, s, flair_only)
+            rep["seconds"] = seconds
+            write_json(out / f"test_{key}.json", rep)
+            summary[key] = s
+            print(f"{key} ({model_name(model)}, t={t}, {post.describe()}): per-patient Dice mean "
+                  f"{s['dice_mean']:.3f} median {s['dice_median']:.3f} min {s['dice_min']:.3f}; "
+                  f"{s['n_slices']} slices in {seconds:.1f} s", flush=True)
+            if tag == "baseline" and not flair_only:
+                # 1.1 with the post-processing it was chosen with (min size 1000)
+                s2 = score(probs, 0.5, PostProcessing("min_size", 1000))[1]
+                summary["baseline_min_size_1000"] = s2
+    write_json(out / "test_summary.json", summary)
+    print("per-patient Dice (bundled):", np.round([p["dice"] for p in json.loads(
+        (out / "test_bundled.json").read_text())["patients"]], 3).tolist())
+    return 0
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("command", choices=["select", "test"])
     ap.add_argument("--data", default="../shared/data/lgg/kaggle_3m")
-    ap.add_argument("--out", default="runs/bundled")
+    ap.add_argument("--model", default="runs/bundled2/phase5.keras", help="candidate (select)")
+    ap.add_argument("--baseline", default="runs/bundled2/phase4.keras", help="the previous release (1.1)")
+    ap.add_argument("--split", default="runs/bundled2/split-2.0.json")
+    ap.add_argument("--out", default="runs/bundled2/eval")
     args = ap.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    info = bundled_info()
-    model = load_model()
-    val = {}
-    for tta in (False, True):
-        for min_size in MIN_SIZES:
-            r = evaluate(args.data, model, patients=info["split"]["val"], min_size=min_size, flip_tta=tta)
-            val[f"min_size={min_size} flip_tta={tta}"] = (r.summary["dice_mean"], min_size, tta)
-            print(f"val min_size={min_size} flip_tta={tta}: per-patient Dice {r.summary['dice_mean']:.4f}", flush=True)
-    flair_val = evaluate(args.data, model, patients=info["split"]["val"], flair_only=True).summary["dice_mean"]
-    print(f"val FLAIR only: per-patient Dice {flair_val:.4f}", flush=True)
-    # ties (within 0.005) go to the cheaper, simpler setting
-    best = max(v[0] for v in val.values())
-    _, min_size, tta = min((v for v in val.values() if v[0] >= best - 0.005), key=lambda v: (v[2], v[1]))
-    t = time.perf_counter()
-    test = evaluate(args.data, model, patients=info["split"]["test"], min_size=min_size, flip_tta=tta)
-    seconds = time.perf_counter() - t
-    print(f"test (min_size={min_size}, flip_tta={tta}):\n{test.format()}")
-    test.to_json(out / "test_report.json")
-    n_slices = test.summary["n_slices"]
-    (out / "selection.json").write_text(json.dumps(
-        {"val_dice": {k: v[0] for k, v in val.items()}, "val_flair_only_dice": flair_val, "chosen": {"min_size": min_size, "flip_tta": tta},
-         "test_seconds": seconds, "test_slices_per_s": n_slices / seconds}, indent=1))
-    print(f"{n_slices} slices in {seconds:.1f} s ({n_slices / seconds:.1f} slices/s incl. reading)")
-    print("per-patient Dice:", np.round([p.dice for p in test.patients], 3).tolist())
-    # the plain default (what the CLI and widgets do unless told otherwise), for the model card
-    default = evaluate(args.data, model, patients=info["split"]["test"])
-    default.to_json(out / "test_report_default.json")
-    print(f"test, default settings (min_size=0, flip_tta=False): per-patient Dice {default.summary['dice_mean']:.4f}")
-    flair = evaluate(args.data, model, patients=info["split"]["test"], flair_only=True)
-    flair.to_json(out / "test_report_flair_only.json")
-    print(f"test, FLAIR channel only:\n{flair.format()}")
-    return 0
+    return cmd_select(args) if args.command == "select" else cmd_test(args)
 
 
 if __name__ == "__main__":

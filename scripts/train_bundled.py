@@ -35,6 +35,12 @@ from napari_lgg_seg.core.training import TrainConfig, load_training_data, train
 
 # Release 1.1's split of the first 52 patients (seed 0, 10% val, 20% test): phases 1-4.
 SPLIT_11 = Path(__file__).with_name("split-1.1.json")
+RECIPE = (
+    "python scripts/train_bundled.py --work runs/bundled2 --export runs/bundled2/export && "
+    "python scripts/evaluate_bundled.py select && "
+    "python scripts/train_bundled.py --work runs/bundled2 --export-only"
+    " (this release: --start-phase 5 --init-from-bundled, from 1.1.20261129)"
+)
 
 
 def main() -> int:
@@ -61,6 +67,9 @@ def main() -> int:
     ap.add_argument("--export-only", action="store_true",
                     help="only export the last phase's model (e.g. after resuming it with the CLI)")
     ap.add_argument("--export", default="src/napari_lgg_seg/bundled")
+    ap.add_argument("--selection", default=None,
+                    help="selection.json of scripts/evaluate_bundled.py select: its threshold and "
+                    "post-processing go into model.json (default: <work>/eval/selection.json if present)")
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -131,20 +140,25 @@ def export(best: Path, args: argparse.Namespace) -> None:
     state = json.loads(best.with_name(best.name + ".state.json").read_text())
     split = json.loads(best.with_name(best.stem + ".split.json").read_text())
     model = load_model(best)
+    selection_path = Path(args.selection or Path(args.work) / "eval" / "selection.json")
+    selection = json.loads(selection_path.read_text()) if selection_path.exists() else None
     info = {
         "name": "lgg-unet16",
         "version": time.strftime("2.0.%Y%m%d"),  # 2.0: 82 patients (phase 5)
         "base_filters": args.base_filters,
         "depth": 4,
         "input_shape": [256, 256, 3],
-        "threshold": 0.5,
+        "threshold": selection["chosen"]["threshold"] if selection else 0.5,
+        "postprocessing": selection["chosen"]["postprocessing"] if selection else {"mode": "none"},
         "preprocessing": "channels (pre-contrast, FLAIR, post-contrast); each channel divided by "
         "the 99.5th percentile of its non-zero voxels over the volume and clipped to [0, 1]; grey "
         "replicated to 3 channels; bilinear resize to 256x256",
         "split": split,
         "val_patient_dice": state["best"],
         "best_epoch": state["best_epoch"],
-        "recipe": "python scripts/train_bundled.py " + " ".join(sys.argv[1:]),
+        "selection": {"val": selection["val"], "baseline_val": selection["baseline_val"],
+                      "ships": selection["ships"]} if selection else None,
+        "recipe": RECIPE,
     }
     save_bundled(model, Path(args.export), info)
     print(json.dumps(info, indent=1))

@@ -708,3 +708,17 @@ def test_segment_bad_nifti_or_dicom(tmp_path, capsys, fake_model, case):
     code, _, err = run(capsys, "segment", src, "-o", out)
     assert_one_line_error(code, err, *want)
     assert not out.exists() and not fake_model
+
+
+@pytest.mark.parametrize("extra, fragments", [
+    (["--postprocess", "peak"], ["--postprocess peak needs --min-probability"]),
+    (["--min-probability", "0.9"], ["--min-probability only applies to --postprocess peak or mean"]),
+    (["--postprocess", "min_size"], ["--postprocess min_size needs --min-size"]),
+])
+def test_segment_postprocessing_flags_checked_before_work(extra, fragments, tmp_path, capsys, data_root):
+    """Contradictory post-processing flags are refused before the model loads or anything is written."""
+    patient = next(p for p in sorted(Path(data_root).iterdir()) if p.is_dir())
+    out = tmp_path / "labels.tif"
+    code, _, err = run(capsys, "segment", patient, "-o", out, *extra)
+    assert_one_line_error(code, err, *fragments)
+    assert not out.exists()

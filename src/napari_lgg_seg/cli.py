@@ -188,7 +188,23 @@ def _scores_line(truth, pred) -> str:
 
 
 def _segment_options(args: argparse.Namespace) -> dict:
-    return {"threshold": args.threshold, "batch_size": args.batch_size, "min_size": args.min_size}
+    """segment_volume's threshold / post-processing arguments from the inference flags."""
+    from .core.postprocess import PostProcessing
+
+    if args.postprocess in ("peak", "mean") and args.min_probability is None:
+        raise InputError(f"--postprocess {args.postprocess} needs --min-probability P")
+    if args.min_probability is not None and args.postprocess not in ("peak", "mean"):
+        raise InputError("--min-probability only applies to --postprocess peak or mean")
+    if args.postprocess == "model":
+        post = None
+    elif args.postprocess == "none":
+        post = "none"
+    else:
+        post = PostProcessing(args.postprocess, args.min_size or 0, args.min_probability or 0.0)
+        if args.postprocess == "min_size" and not args.min_size:
+            raise InputError("--postprocess min_size needs --min-size N (N > 0)")
+    return {"threshold": args.threshold, "postprocess": post,
+            "min_size": args.min_size if args.postprocess in ("model", "none") else None}
 
 
 def _read_flair(args: argparse.Namespace):
@@ -209,6 +225,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from .core.batch import format_for_path
 
     _check_model_path(args.model)
+    _segment_options(args)  # contradictory post-processing flags: refused before any work
     if args.shard is not None:
         from .core.batch import parse_shard
 
@@ -250,7 +267,8 @@ def _segment_one(args: argparse.Namespace) -> int:
     model = _load_model(args.model)
     bar = ProgressBar(f"segmenting {stack.patient_id}")
     try:
-        labels = segment_stack(stack, model, progress=bar, **_segment_options(args))
+        labels = segment_stack(stack, model, batch_size=args.batch_size, progress=bar,
+                               **_segment_options(args))
     finally:
         bar.close()
     voxel = stack.voxel_size or args.voxel_size
@@ -297,7 +315,7 @@ def _segment_many(args: argparse.Namespace) -> int:
         results = segment_many(
             args.input, out_dir, model=model, format=args.format or "tif", overwrite=args.overwrite,
             shard=args.shard, voxel_size=args.voxel_size, progress=bar, on_result=report,
-            **_segment_options(args),
+            batch_size=args.batch_size, **_segment_options(args),
         )
     finally:
         bar.close()
@@ -321,6 +339,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise InputError(f"{out_dir}: cannot create the output folder ({exc.strerror})") from None
     _check_model_path(args.model)
+    options = _segment_options(args)
     if args.offline:
         _note("offline: using the synthetic phantom patient")
         stack = make_phantom()
@@ -340,7 +359,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     bar = ProgressBar(f"segmenting {stack.patient_id}")
     try:
-        pred = segment_volume(stack.image, model, threshold=args.threshold, batch_size=args.batch_size, progress=bar)
+        pred = segment_volume(stack.image, model, batch_size=args.batch_size, progress=bar, **options)
     finally:
         bar.close()
     from .core.overview import write_overview_png
@@ -433,6 +452,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     report_path = _check_output(args.report, (".json",), "report") if args.report else None
     _check_model_path(args.model)
+    options = _segment_options(args)
     find_patient_folders(args.data_root)  # fail fast before loading the model
     model = _load_model(args.model)
     from .core.evaluation import evaluate
@@ -440,12 +460,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     bar = ProgressBar("evaluating")
     try:
         report = evaluate(
-            args.data_root, model, patients=args.patients, threshold=args.threshold,
-            batch_size=args.batch_size, min_size=args.min_size, flair_only=args.flair_only, progress=bar,
+            args.data_root, model, patients=args.patients, batch_size=args.batch_size,
+            flair_only=args.flair_only, progress=bar, **options,
         )
     finally:
         bar.close()
-    _info(f"model: {report.model}, threshold {report.threshold}" + (", FLAIR channel only" if report.flair_only else ""))
+    _info(f"model: {report.model}, threshold {report.threshold}, post-processing: {report.postprocessing}" + (", FLAIR channel only" if report.flair_only else ""))
     _info(report.format())
     if report_path is not None:
         report.to_json(report_path)
@@ -490,10 +510,21 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a .keras model file to use instead of the bundled U-Net")
 
     def add_inference(p):
-        p.add_argument("--threshold", type=_probability, default=0.5, metavar="T",
-                       help="probability above which a pixel is abnormal (0 < T < 1)")
+        p.add_argument("--threshold", type=_probability, default=None, metavar="T",
+                       help="probability above which a pixel is abnormal (0 < T < 1; default: the "
+                       "model's own, 0.5 for a .keras file)")
         p.add_argument("--batch-size", type=_positive_int, default=8, metavar="B",
                        help="slices per model call (lower it to save memory)")
+        p.add_argument("--postprocess", choices=["model", "none", "min_size", "largest", "peak", "mean"],
+                       default="model",
+                       help="3D components to keep: the model's own choice (bundled model: see its card; "
+                       "a .keras file: none), none, those of --min-size voxels or more, the largest, or "
+                       "those whose peak/mean probability is at least --min-probability")
+        p.add_argument("--min-size", type=_non_negative_int, default=None, metavar="N",
+                       help="drop connected components smaller than N voxels (0: keep all sizes; "
+                       "default: the post-processing's own)")
+        p.add_argument("--min-probability", type=_share, default=None, metavar="P",
+                       help="for --postprocess peak/mean: the lowest peak/mean probability kept")
 
     def add_voxel(p):
         p.add_argument("--voxel-size", type=_positive_float, nargs=3, metavar=("Z", "Y", "X"), default=None,
@@ -530,8 +561,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="post-contrast T1 on the FLAIR's grid (missing: FLAIR is used in its place)")
     add_model(p)
     add_inference(p)
-    p.add_argument("--min-size", type=_non_negative_int, default=0, metavar="N",
-                   help="remove connected abnormality components smaller than N voxels (0 keeps all)")
     add_voxel(p)
     p.set_defaults(func=cmd_segment)
 
@@ -626,8 +655,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patients", nargs="+", metavar="ID", default=None, help="evaluate only these patient ids")
     p.add_argument("--report", metavar="out.json", default=None, help="write the report as JSON")
     add_inference(p)
-    p.add_argument("--min-size", type=_non_negative_int, default=0, metavar="N",
-                   help="remove connected abnormality components smaller than N voxels (0 keeps all)")
     p.add_argument("--flair-only", action="store_true",
                    help="segment the FLAIR channel alone, as if pre- and post-contrast were missing")
     p.set_defaults(func=cmd_evaluate)

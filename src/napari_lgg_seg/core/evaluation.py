@@ -35,6 +35,7 @@ class EvaluationReport:
     patients: list[PatientScore] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
     flair_only: bool = False  # scored on the FLAIR channel alone (other sequences missing)
+    postprocessing: str = "none"
 
     def to_json(self, path: str | os.PathLike) -> Path:
         text = json.dumps(asdict(self), indent=1)
@@ -53,6 +54,9 @@ class EvaluationReport:
             f"{s['slice_dice_positive_mean']:.3f}; slice detection sensitivity "
             f"{s['slice_sensitivity']:.3f}, specificity {s['slice_specificity']:.3f}",
         ]
+        if s.get("dice_by_size"):
+            lines.append("per-patient Dice by lesion size (thirds by true voxels): " + "; ".join(
+                f"{k} ({v['n']}, {v['voxels']}) {v['dice_mean']:.3f}" for k, v in s["dice_by_size"].items()))
         return "\n".join(lines)
 
 
@@ -78,7 +82,26 @@ def summarize(scores: Sequence[PatientScore], truths: Sequence[np.ndarray], pred
         "slice_dice_positive_mean": float(np.mean(slice_dice)) if slice_dice else float("nan"),
         "slice_sensitivity": float((t_any & p_any).sum() / t_any.sum()) if t_any.any() else float("nan"),
         "slice_specificity": float((~t_any & ~p_any).sum() / (~t_any).sum()) if (~t_any).any() else float("nan"),
+        "dice_by_size": dice_by_size(scores),
     }
+
+
+def dice_by_size(scores: Sequence[PatientScore]) -> dict[str, dict]:
+    """Mean per-patient Dice of the small / medium / large thirds of the patients, ranked
+    by true abnormality voxels (with fewer than 3 patients: empty)."""
+    if len(scores) < 3:
+        return {}
+    ranked = sorted(scores, key=lambda s: s.true_voxels)
+    out = {}
+    for name, part in zip(("small", "medium", "large"), np.array_split(np.arange(len(ranked)), 3)):
+        group = [ranked[i] for i in part]
+        out[name] = {
+            "n": len(group),
+            "voxels": f"{group[0].true_voxels}-{group[-1].true_voxels}",
+            "dice_mean": float(np.mean([g.dice for g in group])),
+            "dice_min": float(np.min([g.dice for g in group])),
+        }
+    return out
 
 
 def evaluate(
@@ -86,9 +109,10 @@ def evaluate(
     model=None,
     *,
     patients: Sequence[str] | None = None,
-    threshold: float = 0.5,
+    threshold: float | None = None,
     batch_size: int = 8,
-    min_size: int = 0,
+    min_size: int | None = None,
+    postprocess=None,
     flip_tta: bool = False,
     flair_only: bool = False,
     progress: Callable[[int, int, str], None] | None = None,
@@ -96,9 +120,10 @@ def evaluate(
     """Segment every patient folder under ``data_root`` (or only ``patients``) and score it.
 
     ``flair_only`` segments the FLAIR channel alone, as for a patient whose pre- and
-    post-contrast sequences are missing.
+    post-contrast sequences are missing. ``threshold``, ``postprocess`` and ``min_size``
+    are as in ``segment_volume`` (default: the model's own).
     """
-    from .inference import segment_volume
+    from .inference import resolve_postprocessing, segment_volume
     from .model import load_model, model_name
 
     folders = find_patient_folders(data_root)
@@ -110,13 +135,14 @@ def evaluate(
             raise InputError(f"{data_root}: patients not found: {', '.join(sorted(missing))}")
     if model is None or isinstance(model, (str, os.PathLike)):
         model = load_model(model)
+    threshold, post = resolve_postprocessing(model, threshold, postprocess, min_size)
     scores, truths, preds = [], [], []
     for i, folder in enumerate(folders):
         st = read_patient(folder)
         if st.mask is None:
             raise InputError(f"{folder}: no masks; evaluation needs ground truth")
         image = flair_channel(st.image) if flair_only else st.image
-        pred = segment_volume(image, model, threshold=threshold, batch_size=batch_size, min_size=min_size,
+        pred = segment_volume(image, model, threshold=threshold, batch_size=batch_size, postprocess=post,
                               flip_tta=flip_tta)
         scores.append(
             PatientScore(st.patient_id, st.n_slices, dice(st.mask, pred), iou(st.mask, pred),
@@ -126,4 +152,6 @@ def evaluate(
         preds.append(pred)
         if progress is not None:
             progress(i + 1, len(folders), st.patient_id)
-    return EvaluationReport(model_name(model), threshold, scores, summarize(scores, truths, preds), flair_only)
+    return EvaluationReport(
+        model_name(model), threshold, scores, summarize(scores, truths, preds), flair_only, post.describe()
+    )

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
 from .errors import Cancelled, InputError
+from .postprocess import NONE, PostProcessing, keep_components, model_defaults
 from .preprocess import MODEL_SIZE, as_channels_last, intensity_range, resize_slices, to_model_input
 
 ProgressCallback = Callable[[int, int], "bool | None"]
@@ -61,37 +63,67 @@ def remove_small_components(labels: np.ndarray, min_size: int) -> np.ndarray:
     """Drop connected components (3D, face-connected) smaller than ``min_size`` voxels."""
     if min_size <= 1 or not labels.any():
         return labels
-    from scipy import ndimage
+    return keep_components(labels, None, PostProcessing("min_size", int(min_size))).astype(labels.dtype)
 
-    comp, n = ndimage.label(labels > 0)
-    sizes = np.bincount(comp.ravel())
-    keep = sizes >= min_size
-    keep[0] = False
-    return keep[comp].astype(labels.dtype)
+
+def resolve_postprocessing(
+    model, threshold: float | None = None, postprocess: PostProcessing | str | dict | None = None,
+    min_size: int | None = None,
+) -> tuple[float, PostProcessing]:
+    """The threshold and post-processing a run uses: what is given, else the model's own
+    (``model.json`` of the bundled model), else 0.5 and none. ``postprocess="none"``
+    switches the model's post-processing off; ``min_size`` (if given) replaces its
+    minimum component size."""
+    default_t, default_post = model_defaults(model)
+    t = default_t if threshold is None else float(threshold)
+    if not 0.0 < t < 1.0:
+        raise InputError(f"threshold must be between 0 and 1, not {t}")
+    if postprocess is None:
+        post = default_post
+    elif isinstance(postprocess, PostProcessing):
+        post = postprocess
+    elif isinstance(postprocess, dict):
+        post = PostProcessing.from_dict(postprocess)
+    elif postprocess in ("none", "off"):
+        post = NONE
+    else:
+        raise InputError(f"post-processing must be 'none', a dict or a PostProcessing, not {postprocess!r}")
+    if min_size is not None:
+        if min_size < 0:
+            raise InputError(f"minimum component size must be >= 0, not {min_size}")
+        mode = "min_size" if post.mode == "none" and min_size > 0 else post.mode
+        mode = "none" if mode == "min_size" and min_size == 0 else mode
+        post = replace(post, mode=mode, min_size=int(min_size))
+    return t, post
 
 
 def segment_volume(
     volume: np.ndarray,
     model=None,
     *,
-    threshold: float = 0.5,
+    threshold: float | None = None,
     batch_size: int = 8,
     progress: ProgressCallback | None = None,
-    min_size: int = 0,
+    min_size: int | None = None,
+    postprocess: PostProcessing | str | dict | None = None,
     flip_tta: bool = False,
 ) -> np.ndarray:
     """Segment a ``(Z, Y, X[, 3])`` volume (or one ``(Y, X[, 3])`` slice) into uint8 labels.
 
     ``model`` defaults to the bundled U-Net. Slices of any size are resized to the model
     input and the probabilities back. ``progress(done, total)`` is called after every
-    batch; returning False cancels (raises ``Cancelled``). Components smaller than
-    ``min_size`` voxels are removed. ``flip_tta`` also predicts the mirrored slices and
-    averages (twice the time).
+    batch; returning False cancels (raises ``Cancelled``). ``threshold`` and
+    ``postprocess`` (3D components kept, see ``PostProcessing``) default to the model's
+    own (the bundled model's ``model.json``), else 0.5 and none; ``postprocess="none"``
+    turns it off, ``min_size`` sets the minimum component size in voxels. ``flip_tta``
+    also predicts the mirrored slices and averages (twice the time).
     """
-    if not 0.0 < threshold < 1.0:
-        raise InputError(f"threshold must be between 0 and 1, not {threshold}")
+    if model is None:
+        from .model import load_model
+
+        model = load_model()
+    t, post = resolve_postprocessing(model, threshold, postprocess, min_size)
     probs = predict_probabilities(
         volume, model, batch_size=batch_size, progress=progress, flip_tta=flip_tta
     )
-    labels = (probs >= threshold).astype(np.uint8)
-    return remove_small_components(labels, min_size)
+    return keep_components(probs >= t, probs, post)
