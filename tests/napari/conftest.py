@@ -54,6 +54,16 @@ def tiny_model_path(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
+def settings_dir(tmp_path, monkeypatch) -> Path:
+    """Widget settings go to a temporary folder, never to the user's config."""
+    from napari_lgg_seg.napari._forms import SETTINGS_ENV
+
+    folder = tmp_path / "settings"
+    monkeypatch.setenv(SETTINGS_ENV, str(folder))
+    return folder
+
+
+@pytest.fixture(autouse=True)
 def _fresh_model_registry():
     from napari_lgg_seg.napari import _models
 
