@@ -25,7 +25,7 @@ from magicgui.widgets.bases import ValueWidget
 SETTINGS_ENV = "NAPARI_LGG_SEG_SETTINGS_DIR"
 
 # spec keys understood here; everything else goes to magicgui's ``options``
-_OWN_KEYS = {"label", "widget_type", "none_if", "tooltip", "annotation"}
+_OWN_KEYS = {"label", "widget_type", "none_if", "tooltip", "annotation", "default"}
 
 
 def _plain_type(annotation: Any) -> tuple[Any, bool]:
@@ -41,7 +41,7 @@ def _plain_type(annotation: Any) -> tuple[Any, bool]:
 def field_widget(f: dataclasses.Field, annotation: Any, spec: Mapping[str, Any]) -> ValueWidget:
     """A magicgui value widget for one dataclass field, named like the field."""
     ann, optional = _plain_type(spec.get("annotation", annotation))
-    default = f.default if f.default is not dataclasses.MISSING else None
+    default = spec.get("default", f.default if f.default is not dataclasses.MISSING else None)
     if default is None and optional:
         default = spec.get("none_if", ann() if callable(ann) else None)
     options = {k: v for k, v in spec.items() if k not in _OWN_KEYS}
