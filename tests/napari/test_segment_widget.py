@@ -81,13 +81,19 @@ def test_segment_adds_labels_layer(qtbot, setup, tiny_model_path):
     assert f"in {n_slices} slice" in text
 
 
-def test_cancel_stops_after_current_batch_and_adds_nothing(qtbot, make_napari_viewer, tiny_model_path):
+def _big_volume_widget(make_napari_viewer, model_path, n_slices: int):
+    """A viewer with a long random RGB volume 'big' and a Segment widget, one slice per batch."""
     viewer = make_napari_viewer()
     rng = np.random.default_rng(0)
-    viewer.add_image(rng.integers(0, 255, (150, 64, 64, 3), dtype=np.uint8), rgb=True, name="big")
+    viewer.add_image(rng.integers(0, 255, (n_slices, 64, 64, 3), dtype=np.uint8), rgb=True, name="big")
     widget = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Segment")[1]
-    widget.add_model_file(tiny_model_path)
+    widget.add_model_file(model_path)
     widget.batch_size.value = 1
+    return viewer, widget
+
+
+def test_cancel_stops_after_current_batch_and_adds_nothing(qtbot, make_napari_viewer, tiny_model_path):
+    viewer, widget = _big_volume_widget(make_napari_viewer, tiny_model_path, 150)
     seen = []
 
     def cancel_on_first_batch():
@@ -184,12 +190,7 @@ def test_grey_volume_and_model_list(qtbot, make_napari_viewer, tiny_model_path):
 
 
 def test_gui_stays_responsive_during_inference(qtbot, make_napari_viewer, tiny_model_path):
-    viewer = make_napari_viewer()
-    rng = np.random.default_rng(0)
-    viewer.add_image(rng.integers(0, 255, (120, 64, 64, 3), dtype=np.uint8), rgb=True, name="big")
-    widget = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Segment")[1]
-    widget.add_model_file(tiny_model_path)
-    widget.batch_size.value = 1
+    viewer, widget = _big_volume_widget(make_napari_viewer, tiny_model_path, 120)
     _models.load(_models.MODELS.items()[-1])  # measure inference, not the TensorFlow import
     ticks: list[float] = []
     timer = QTimer()

@@ -18,7 +18,6 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QHeaderView,
     QLabel,
-    QPushButton,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
