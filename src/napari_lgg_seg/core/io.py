@@ -270,3 +270,37 @@ def is_readable(path: str | os.PathLike) -> bool:
         except OSError:
             return False
     return p.suffix.lower() in TIFF_SUFFIXES
+
+
+def is_mask_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is named like a kaggle_3m mask slice (``<ID>_<n>_mask.tif``)."""
+    m = _SLICE_RE.match(Path(path).name)
+    return bool(m and m["mask"])
+
+
+def tiff_shape(path: str | os.PathLike) -> tuple[int, ...] | None:
+    """Shape of a TIFF's first series without reading pixel data; None when unreadable."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tf:
+            return tuple(tf.series[0].shape)
+    except Exception:  # noqa: BLE001 - any parse failure means "cannot tell"
+        return None
+
+
+def claims_path(path: str | os.PathLike) -> bool:
+    """The napari reader's "is this ours?" rule (cheap: no pixel data is read).
+
+    True for folders holding kaggle_3m slices and for TIFFs that are not bare mask slices
+    and whose shape can be an MRI slice or volume (or that cannot be parsed, so that
+    ``read_patient`` says why); False for everything else, so other readers can try."""
+    p = Path(path)
+    if p.is_dir():
+        return is_readable(p)
+    if p.suffix.lower() not in TIFF_SUFFIXES or not p.is_file():
+        return False
+    if is_mask_file(p):
+        return False  # a bare mask: leave it to image readers
+    shape = tiff_shape(p)
+    return True if shape is None else accepts_shape(shape)
