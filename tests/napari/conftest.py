@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ..conftest import write_kaggle_patient
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 PID = "TCGA_ZZ_0001_20000101"
@@ -16,24 +18,9 @@ REAL_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "lg
 
 def make_patient_folder(root: Path, pid: str = PID, n: int = 6, size: int = 64, masks: bool = True,
                         seed: int = 0) -> Path:
-    """A kaggle_3m patient folder: RGB uint8 slices with a bright disc marked in the masks."""
-    import tifffile
-
-    folder = Path(root) / pid
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    for i in range(n):
-        img = (rng.random((size, size, 3)) * 60).astype(np.uint8)
-        mask = np.zeros((size, size), np.uint8)
-        if 1 <= i <= n - 2:
-            r = size // 6 + i
-            mask[(yy - size // 2) ** 2 + (xx - size // 2 - i) ** 2 < r * r] = 1
-            img[mask > 0, 1] += 150  # brighter in FLAIR (green channel)
-        tifffile.imwrite(folder / f"{pid}_{i + 1}.tif", img)
-        if masks:
-            tifffile.imwrite(folder / f"{pid}_{i + 1}_mask.tif", mask * 255)
-    return folder
+    """A kaggle_3m patient folder of ``n`` 64 px slices, abnormal in all but the first and last."""
+    return write_kaggle_patient(Path(root), pid, n_slices=n, size=size, masks=masks, seed=seed,
+                                tumour_slices=range(1, n - 1))
 
 
 @pytest.fixture
