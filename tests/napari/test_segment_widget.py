@@ -59,6 +59,8 @@ def test_segment_adds_labels_layer(qtbot, setup, tiny_model_path):
     assert widget.run_button.enabled and not widget.cancel_button.enabled
 
     seg = viewer.layers[f"{PID} segmentation"]
+    assert widget.status.value == f"Added '{PID} segmentation'."  # not overwritten by a late report
+    assert widget.progress_bar.value == widget.progress_bar.max == 1
     assert seg.data.shape == (6, 64, 64) and seg.data.dtype == np.uint8
     assert tuple(seg.scale) == (3.0, 0.5, 0.5) and tuple(seg.translate) == (1.0, 2.0, 3.0)
     meta = seg.metadata
@@ -299,3 +301,22 @@ def test_volume_follows_hand_edits_and_reference_is_a_contour(qtbot, setup):
     seg.data[0, :2, :5] = 1
     seg.events.data(value=seg.data)  # what painting emits, in short
     assert "Abnormality: 10 voxels" in widget.result.value and "after edits" in widget.result.value
+
+
+def test_readme_widget_snippet_runs(make_napari_viewer, patient_folder):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    after = readme.split("napari's console (*Window > Console*) can drive it:", 1)[1]
+    code = re.search(r"```python\n(.*?)```", after, re.S).group(1)
+    viewer = make_napari_viewer()
+    viewer.open(str(patient_folder), plugin="napari-lgg-seg")
+    namespace = {"viewer": viewer}
+    exec(compile(code, "README widget snippet", "exec"), namespace)  # with the bundled model
+    w, seg = namespace["w"], viewer.layers[f"{PID} segmentation"]
+    assert namespace["seg"] is not None and namespace["seg"].name == seg.name
+    assert w.threshold.value == pytest.approx(0.6) and w.min_size.value == 50
+    # the snippet ends by undoing its second run: the first run's labels and metadata are back
+    assert "Restored" in w.status.value
+    assert seg.metadata["settings"]["min_size"] == 0 and seg.metadata["threshold"] == pytest.approx(0.6)

@@ -237,9 +237,9 @@ class TaskRunner:
     def _yielded(self, record) -> None:
         if self._outcome is not None:  # a late report after the result arrived
             return
-        if isinstance(record, Progress):
-            self.set_progress(record.done, record.total)
         self._on_report(record)
+        if isinstance(record, Progress):  # last: napari's progress may process pending events
+            self.set_progress(record.done, record.total)
 
     def _deliver(self, result: Result) -> None:
         if self._outcome is not None:  # aborted and errored may both arrive
