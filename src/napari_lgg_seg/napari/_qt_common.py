@@ -40,7 +40,7 @@ class PlotCanvas(QWidget):
         self.figure = Figure(figsize=(3.2, height * len(titles)), facecolor=self.colors["bg"], layout="constrained")
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.canvas.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
-        self.canvas.setMinimumHeight(int(90 * len(titles)))
+        self.canvas.setMinimumHeight(int(45 * len(titles)))
         self.axes = [self.figure.add_subplot(len(titles), 1, i + 1) for i in range(len(titles))]
         self.titles = list(titles)
         layout = QVBoxLayout(self)

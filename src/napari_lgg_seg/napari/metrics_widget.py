@@ -18,6 +18,7 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QHeaderView,
     QLabel,
+    QSplitter,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -94,7 +95,8 @@ class MetricsWidget(QWidget):
         buttons = Container(widgets=[self.compute_button, self.export_button], layout="horizontal",
                             labels=False)
         buttons.margins = (0, 0, 0, 0)
-        self.controls = Container(widgets=[self.layer_a, self.layer_b, self.hide_empty, buttons])
+        self.controls = Container(widgets=[self.layer_a, self.layer_b, buttons])
+        self.controls.margins = (0, 0, 0, 0)
         self.summary = QLabel("", self)
         self.summary.setWordWrap(True)
         self.table = QTableWidget(0, len(COLUMNS), self)
@@ -103,14 +105,21 @@ class MetricsWidget(QWidget):
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
-        self.table.setMinimumHeight(120)
+        self.table.setMinimumHeight(50)
         self.plot = PlotCanvas(napari_viewer, ["Per-slice overlap"], self, height=1.6)
 
+        table_box = QWidget(self)  # the checkbox sits with the table it filters
+        table_layout = QVBoxLayout(table_box)
+        table_layout.setContentsMargins(0, 0, 0, 0)
+        table_layout.addWidget(self.hide_empty.native)
+        table_layout.addWidget(self.table, 1)
+        splitter = QSplitter(Qt.Vertical, self)  # table and plot share what height there is
+        splitter.addWidget(table_box)
+        splitter.addWidget(self.plot)
         layout = QVBoxLayout(self)
         layout.addWidget(self.controls.native)
         layout.addWidget(self.summary)
-        layout.addWidget(self.table, 1)
-        layout.addWidget(self.plot, 1)
+        layout.addWidget(splitter, 1)
 
         self.compute_button.changed.connect(self.compute)
         self.export_button.changed.connect(self._export_dialog)

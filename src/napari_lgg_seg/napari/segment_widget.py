@@ -106,18 +106,22 @@ class SegmentWidget(Container):
         self.reset_button = PushButton(name="reset_button", text="Reset settings",
                                        tooltip="Back to the default settings")
         self.progress_bar = ProgressBar(name="progress_bar", min=0, max=1, value=0, label="")
-        self.status = Label(name="status", value="")
-        self.result = Label(name="result", value="")
+        self.status = Label(name="status", value="", label="")
+        self.result = Label(name="result", value="", label="")
         buttons = Container(widgets=[self.run_button, self.cancel_button], layout="horizontal",
-                            labels=False, name="buttons")
+                            labels=False, name="buttons", label="")
         more = Container(widgets=[self.undo_button, self.reset_button], layout="horizontal",
-                         labels=False, name="more_buttons")
+                         labels=False, name="more_buttons", label="")
         for w in buttons, more:
             w.margins = (0, 0, 0, 0)
-        super().__init__(widgets=[self.image, self.model, self.model_file, *self.option_widgets, buttons,
-                                  more, self.progress_bar, self.status, self.result], scrollable=False)
+        self.form = Container(widgets=[self.image, self.model, self.model_file, *self.option_widgets],
+                              name="form")
+        self.form.margins = (0, 0, 0, 0)
+        super().__init__(widgets=[self.form, buttons, more, self.progress_bar, self.status, self.result],
+                         labels=False, scrollable=True)  # scrolls rather than overflow a small screen
         for label in (self.status, self.result):
             label.native.setWordWrap(True)
+        self.native.setMinimumHeight(110)
         self.runner = TaskRunner(self.progress_bar.native)
         self._digest_at_start: str | None = None
         self._undo: _Undo | None = None
@@ -139,6 +143,19 @@ class SegmentWidget(Container):
             getattr(napari_viewer.layers.events, event).connect(self._on_layers_changed)
         for layer in napari_viewer.layers:
             layer.events.name.connect(self._reset_image_choices)
+
+    @property
+    def native(self):
+        """The scroll area around the form, so that napari docks a widget that scrolls
+        instead of growing the window past a small screen."""
+        return self._widget._mgui_get_root_native_widget()
+
+    def __getattr__(self, name: str):
+        """The value widgets by name, as in a FunctionGui: ``w.threshold.value = 0.3``."""
+        for widget in self.__dict__.get("option_widgets", ()):
+            if widget.name == name:
+                return widget
+        return super().__getattr__(name)
 
     # ------------------------------------------------------------------ values
     def options(self) -> SegmentOptions:
@@ -173,7 +190,7 @@ class SegmentWidget(Container):
         names = ["image", "model", "model_file", *(w.name for w in self.option_widgets)]
         if name not in names:
             raise TypeError(f"Segment widget has no setting {name!r}; settings are: {', '.join(names)}")
-        return getattr(self, name) if hasattr(self, name) else self[name]
+        return getattr(self, name)
 
     def reset_settings(self, *_args) -> None:
         """Back to the default threshold, batch size, ... (the saved settings are removed)."""

@@ -232,7 +232,7 @@ class TrainWidget(QWidget):
         self.scroll.setFrameShape(QFrame.NoFrame)
         self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         self.scroll.setWidget(inner)
-        self.scroll.setMinimumHeight(120)
+        self.scroll.setMinimumHeight(60)
 
         self.start_button = QPushButton("Start", self)
         self.stop_button = QPushButton("Stop", self)
@@ -247,7 +247,7 @@ class TrainWidget(QWidget):
         self.note.setWordWrap(True)
         self.note.setVisible(False)
         self.plot = PlotCanvas(napari_viewer, [t for _, t in METRICS], self, height=1.1)
-        self.plot.canvas.setMinimumHeight(150)
+        self.plot.canvas.setMinimumHeight(90)
 
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button)
