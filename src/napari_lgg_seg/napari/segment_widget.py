@@ -121,6 +121,7 @@ class SegmentWidget(Container):
                          labels=False, scrollable=True)  # scrolls rather than overflow a small screen
         for label in (self.status, self.result):
             label.native.setWordWrap(True)
+        self._widget._mgui_get_native_widget().layout().addStretch(1)  # rows at the top, not spread out
         self.native.setMinimumHeight(110)
         self.runner = TaskRunner(self.progress_bar.native)
         self._digest_at_start: str | None = None

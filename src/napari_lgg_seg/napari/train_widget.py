@@ -253,7 +253,7 @@ class TrainWidget(QWidget):
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.stop_button)
         layout = QVBoxLayout(self)
-        layout.addWidget(self.scroll, 2)
+        layout.addWidget(self.scroll, 1)
         layout.addLayout(buttons)
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.status)
