@@ -286,8 +286,18 @@ def test_undo_last_run_restores_hand_edits(qtbot, setup):
     assert np.array_equal(seg.data, edited)  # exactly the previous labels
     assert seg.metadata == edited_meta
     assert not widget.undo_button.enabled and "Restored" in widget.status.value
+
     assert "after edits" in widget.result.value  # the volume shown is that of the edited labels
     assert f"{int((edited > 0).sum()):,} voxels" in widget.result.value
+
+    # Ctrl+Z on the layer works as well: the re-run went through the layer's edit history
+    assert run(qtbot, widget) == "done"
+    rerun = seg.data.copy()
+    assert not np.array_equal(rerun, edited)
+    seg.undo()
+    assert np.array_equal(seg.data, edited)
+    seg.redo()
+    assert np.array_equal(seg.data, rerun)
 
 
 def test_volume_follows_hand_edits_and_reference_is_a_contour(qtbot, setup):

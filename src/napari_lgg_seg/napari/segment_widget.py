@@ -70,6 +70,19 @@ def segment_task(source, volume: np.ndarray, options: SegmentOptions, stop: thre
     return labels, model_info(model)
 
 
+def _replace_labels(layer, labels: np.ndarray) -> None:
+    """Write new labels into a Labels layer through its edit history where possible, so
+    that Ctrl+Z on the layer brings back the previous labels, hand edits included."""
+    data = layer.data
+    if (isinstance(data, np.ndarray) and data.shape == labels.shape and data.flags.writeable
+            and np.can_cast(labels.dtype, data.dtype)):
+        changed = np.nonzero(data != labels)
+        layer.data_setitem(changed, labels[changed])
+        layer.events.data(value=layer.data)  # in place: say so, as assigning would
+    else:  # another shape or an array napari cannot edit: replace it (Undo last run still works)
+        layer.data = labels
+
+
 class _Undo:
     """What a re-run replaced, to bring it back."""
 
@@ -351,7 +364,7 @@ class SegmentWidget(Container):
         scale, translate = tuple(image_layer.scale), tuple(image_layer.translate)
         if existing is not None:
             self._undo = _Undo(existing, meta["digest"])
-            existing.data = labels
+            _replace_labels(existing, labels)
             existing.scale, existing.translate = scale, translate
             existing.metadata = meta  # replaced as a whole so that the change is evented
             layer, verb = existing, "Updated"
