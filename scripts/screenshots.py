@@ -111,10 +111,13 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="lgg-shots-"))
 
+    import os
+
+    os.environ["NAPARI_LGG_SEG_SETTINGS_DIR"] = str(tmp / "settings")  # the defaults, not your settings
     import napari
 
     viewer = napari.Viewer(title="napari-lgg-seg", show=True)
-    viewer.window._qt_window.resize(1500, 950)
+    viewer.window._qt_window.resize(1366, 768)  # a small laptop screen: the docks must fit
     patient = pick_patient(args.patient)
     if patient is not None:
         layers = viewer.open(str(patient), plugin="napari-lgg-seg")
@@ -128,9 +131,9 @@ def main() -> int:
     dock, seg = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Segment")
     if model_path is not None:
         seg.add_model_file(model_path)
-    seg.image_combo.set_layer(image)
-    seg.run_button.click()
-    print("segment:", wait_for(seg.run_finished)[0], "-", seg.status.text())
+    seg.image.value = image
+    seg.run_button.native.click()
+    print("segment:", wait_for(seg.run_finished)[0], "-", seg.status.value)
     busiest = int(np.argmax(truth.data.reshape(truth.data.shape[0], -1).sum(axis=1)))
     viewer.dims.set_current_step(0, busiest)
     truth.visible = False
@@ -146,27 +149,26 @@ def main() -> int:
         for p in small:
             (folder / p.name).symlink_to(p, target_is_directory=True)
         train.source_combo.setCurrentIndex(0)
-        train.folder_edit.setText(str(folder))
-        train.val_fraction.setValue(0.25)
+        train.folder.value = folder
+        train.val_fraction.value = 0.25
     else:
         train.source_combo.setCurrentIndex(1)
-        train.pair_labels.set_layer(truth)
+        train.pair_labels.value = truth
         train.add_pair(image, truth)
-        train.val_fraction.setValue(0.0)
-    train.init_combo.setCurrentIndex(train.init_combo.findData("scratch"))
-    train.base_filters.setValue(4)
-    train.epochs.setValue(args.train_epochs)
-    train.batch_size.setValue(8)
-    train.learning_rate.setValue(3e-3)
-    train.out_edit.setText(str(tmp / "screenshot_model.keras"))
+        train.val_fraction.value = 0.0
+    train.init_from.value = "scratch"
+    train.base_filters.value = 4
+    train.epochs.value = args.train_epochs
+    train.batch_size.value = 8
+    train.learning_rate.value = 3e-3
+    train.out.value = tmp / "screenshot_model.keras"
     train.start_button.click()
     print("train:", wait_for(train.training_finished)[0], "-", train.status.text())
     save(viewer, out / "train_widget.png")
     viewer.window.remove_dock_widget(dock)
 
-    # --- Metrics: segmentation vs ground truth (drawn as an outline)
+    # --- Metrics: segmentation vs ground truth (the Segment widget drew it as an outline)
     truth.visible = True
-    truth.contour = 1
     truth.opacity = 1.0
     dock, metrics = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Metrics")
     metrics.set_layers(truth, f"{image.name} segmentation")

@@ -33,10 +33,12 @@ def synthetic_patient(n_slices: int = 6, size: int = 32, seed: int = 0, tumour_s
 
 
 def write_kaggle_patient(folder: Path, pid: str = "TCGA_XX_0001_20000101", n_slices: int = 6,
-                         size: int = 32, masks: bool = True, seed: int = 0) -> Path:
+                         size: int = 32, masks: bool = True, seed: int = 0, tumour_slices=(2, 3)) -> Path:
+    """The one fake patient factory: a kaggle_3m folder ``folder/pid`` of RGB slices
+    (and ``_mask`` slices) from ``synthetic_patient``."""
     import tifffile
 
-    image, mask = synthetic_patient(n_slices, size, seed)
+    image, mask = synthetic_patient(n_slices, size, seed, tumour_slices)
     d = folder / pid
     d.mkdir(parents=True)
     for i in range(n_slices):

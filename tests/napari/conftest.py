@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
+
+from ..conftest import write_kaggle_patient
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -16,24 +17,9 @@ REAL_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "lg
 
 def make_patient_folder(root: Path, pid: str = PID, n: int = 6, size: int = 64, masks: bool = True,
                         seed: int = 0) -> Path:
-    """A kaggle_3m patient folder: RGB uint8 slices with a bright disc marked in the masks."""
-    import tifffile
-
-    folder = Path(root) / pid
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    for i in range(n):
-        img = (rng.random((size, size, 3)) * 60).astype(np.uint8)
-        mask = np.zeros((size, size), np.uint8)
-        if 1 <= i <= n - 2:
-            r = size // 6 + i
-            mask[(yy - size // 2) ** 2 + (xx - size // 2 - i) ** 2 < r * r] = 1
-            img[mask > 0, 1] += 150  # brighter in FLAIR (green channel)
-        tifffile.imwrite(folder / f"{pid}_{i + 1}.tif", img)
-        if masks:
-            tifffile.imwrite(folder / f"{pid}_{i + 1}_mask.tif", mask * 255)
-    return folder
+    """A kaggle_3m patient folder of ``n`` 64 px slices, abnormal in all but the first and last."""
+    return write_kaggle_patient(Path(root), pid, n_slices=n, size=size, masks=masks, seed=seed,
+                                tumour_slices=range(1, n - 1))
 
 
 @pytest.fixture
@@ -51,6 +37,16 @@ def tiny_model_path(tmp_path_factory) -> Path:
     keras.utils.set_random_seed(0)
     model = build_unet(base_filters=2, input_shape=(64, 64, 3))
     return save_model(model, tmp_path_factory.mktemp("models") / "tiny.keras")
+
+
+@pytest.fixture(autouse=True)
+def settings_dir(tmp_path, monkeypatch) -> Path:
+    """Widget settings go to a temporary folder, never to the user's config."""
+    from napari_lgg_seg.napari._forms import SETTINGS_ENV
+
+    folder = tmp_path / "settings"
+    monkeypatch.setenv(SETTINGS_ENV, str(folder))
+    return folder
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ from napari.layers import Image, Labels
 
 from napari_lgg_seg.core.errors import InputError
 from napari_lgg_seg.napari import _layers, _models
-from napari_lgg_seg.napari._tasks import CANCELLED, DONE, ERROR, reporting
+from napari_lgg_seg.napari._tasks import Outcome, reporting
 
 
 def test_volume_summary_and_text():
@@ -87,15 +87,15 @@ def test_reporting_generator_outcomes():
         return "value"
 
     items, out = _drain(reporting(ok, threading.Event()))
-    assert items == [1, 2] and out.status == DONE and out.value == "value"
+    assert items == [1, 2] and out.outcome is Outcome.DONE and out.value == "value"
 
     def cancelled(report):
         raise Cancelled("stop")
 
-    assert _drain(reporting(cancelled, threading.Event()))[1].status == CANCELLED
+    assert _drain(reporting(cancelled, threading.Event()))[1].outcome is Outcome.CANCELLED
 
     def broken(report):
         raise RuntimeError("boom")
 
     out = _drain(reporting(broken, threading.Event()))[1]
-    assert out.status == ERROR and _layers.readable_error(out.error) == "RuntimeError: boom"
+    assert out.outcome is Outcome.ERROR and _layers.readable_error(out.error) == "RuntimeError: boom"

@@ -34,7 +34,7 @@ def widget_and_viewer(make_napari_viewer):
 
 def test_volume_and_per_slice_values(widget_and_viewer):
     widget, viewer = widget_and_viewer
-    widget.compute_button.click()
+    widget.compute_button.native.click()
     assert widget.total["dice"] == pytest.approx(2 * 29 / 83)
     assert widget.total["iou"] == pytest.approx(29 / 54)
     assert (widget.total["voxels_a"], widget.total["voxels_b"]) == (41, 42)
@@ -60,29 +60,29 @@ def test_binary_image_layers_count_and_others_are_refused(widget_and_viewer, err
     widget.set_layers("truth", "mri")
     assert not widget.compute()
     assert "'mri' is not a binary mask" in error_messages()[-1]
-    assert widget.table.rowCount() == 0 and not widget.export_button.isEnabled()
+    assert widget.table.rowCount() == 0 and not widget.export_button.enabled
 
 
 def test_shape_mismatch_is_refused_with_a_clear_message(widget_and_viewer, error_messages):
     widget, viewer = widget_and_viewer
-    widget.compute_button.click()
+    widget.compute_button.native.click()
     assert widget.table.rowCount() == 3
     viewer.add_labels(np.zeros((3, 10, 12), np.uint8), name="wider")
     widget.set_layers("truth", "wider")
-    widget.compute_button.click()
+    widget.compute_button.native.click()
     msg = error_messages()[-1]
     assert "'truth' (3, 10, 10) and 'wider' (3, 10, 12) differ in shape" in msg
     assert widget.summary.text() == msg
     assert widget.table.rowCount() == 0 and widget.total is None
-    assert not widget.export_button.isEnabled()
+    assert not widget.export_button.enabled
 
 
 def test_csv_export(widget_and_viewer, tmp_path):
     widget, _ = widget_and_viewer
     with pytest.raises(InputError, match="compute the metrics first"):
         widget.export_csv(tmp_path / "early.csv")
-    widget.compute_button.click()
-    assert widget.export_button.isEnabled()
+    widget.compute_button.native.click()
+    assert widget.export_button.enabled
     out = widget.export_csv(tmp_path / "metrics.csv")
     with open(out, newline="") as fh:
         rows = list(csv.reader(fh))
@@ -93,3 +93,25 @@ def test_csv_export(widget_and_viewer, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv"]  # atomic: no temp file left
     with pytest.raises(InputError, match="does not exist"):
         widget.export_csv(tmp_path / "missing" / "m.csv")
+
+
+def test_table_lists_slices_with_abnormality_first(make_napari_viewer):
+    viewer = make_napari_viewer()
+    a = np.zeros((5, 8, 8), np.uint8)
+    b = np.zeros((5, 8, 8), np.uint8)
+    a[3, :2, :2] = 1
+    b[3, :2, :3] = 1
+    b[4, 0, 0] = 1
+    viewer.add_labels(a, name="truth")
+    viewer.add_labels(b, name="prediction")
+    widget = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Metrics")[1]
+    widget.layer_a.value = viewer.layers["truth"]  # magicgui choosers, as from the console
+    widget.layer_b.value = viewer.layers["prediction"]
+    widget.compute_button.native.click()
+    shown = [int(widget.table.item(i, 0).text()) for i in range(widget.table.rowCount())]
+    assert shown == [3, 4, 0, 1, 2]  # abnormal slices first, then those empty in both
+    widget.table.cellClicked.emit(1, 0)
+    assert viewer.dims.current_step[0] == 4
+    widget.hide_empty.value = True
+    assert widget.table.rowCount() == 2
+    assert [r["slice"] for r in widget.rows] == [0, 1, 2, 3, 4]  # the export keeps slice order

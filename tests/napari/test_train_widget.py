@@ -10,10 +10,11 @@ import pytest
 from qtpy.QtCore import QTimer
 
 from napari_lgg_seg.napari import _models
+from napari_lgg_seg.napari._tasks import BatchEnd, EpochEnd, TrainBegin
 
 from .conftest import PID
 
-TIMEOUT = 300_000  # ms
+TIMEOUT = 300  # s
 
 
 @pytest.fixture
@@ -24,13 +25,26 @@ def viewer_with_patient(make_napari_viewer, patient_folder):
 
 
 def _tiny_settings(widget, out, epochs=2, batch=2):
-    widget.init_combo.setCurrentIndex(widget.init_combo.findData("scratch"))
-    widget.base_filters.setValue(2)
-    widget.epochs.setValue(epochs)
-    widget.batch_size.setValue(batch)
-    widget.learning_rate.setValue(1e-3)
-    widget.val_fraction.setValue(0.0)
-    widget.out_edit.setText(str(out))
+    widget.init_from.value = "scratch"
+    widget.base_filters.value = 2
+    widget.epochs.value = epochs
+    widget.batch_size.value = batch
+    widget.learning_rate.value = 1e-3
+    widget.val_fraction.value = 0.0
+    widget.out.value = out
+
+
+def train(widget, during=None) -> str:
+    """Click Start as a user does and wait for the end; returns how it ended."""
+    finished = []
+    widget.training_finished.connect(finished.append)
+    widget.start_button.click()
+    if during is not None:
+        during()
+    outcome = widget.wait(TIMEOUT)
+    assert outcome is not None, "training did not end in time"
+    assert finished == [outcome.value]
+    return outcome.value
 
 
 def test_two_epochs_on_layer_pairs_then_offered_for_segmentation(qtbot, viewer_with_patient, tmp_path):
@@ -38,8 +52,8 @@ def test_two_epochs_on_layer_pairs_then_offered_for_segmentation(qtbot, viewer_w
     seg_widget = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Segment")[1]
     train_widget = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Train / fine-tune")[1]
     train_widget.source_combo.setCurrentIndex(1)  # layers
-    train_widget.pair_image.set_layer(PID)
-    train_widget.pair_labels.set_layer("ground truth")
+    train_widget.pair_image.value = viewer.layers[PID]
+    train_widget.pair_labels.value = viewer.layers["ground truth"]
     train_widget.add_pair_button.click()
     assert train_widget.pair_list.count() == 1
     out = tmp_path / "new.keras"
@@ -50,19 +64,24 @@ def test_two_epochs_on_layer_pairs_then_offered_for_segmentation(qtbot, viewer_w
     timer = QTimer()
     timer.setInterval(20)
     timer.timeout.connect(lambda: ticks.append(time.monotonic()))
-    with qtbot.waitSignal(train_widget.training_finished, timeout=TIMEOUT) as blocker:
-        train_widget.start_button.click()
-        train_widget.worker.yielded.connect(lambda item: kinds.append(item[0]))
+    t0 = []
+
+    def during():
+        train_widget.worker.yielded.connect(lambda item: kinds.append(type(item)))
         assert not train_widget.start_button.isEnabled() and train_widget.stop_button.isEnabled()
         timer.start()
-        t0 = time.monotonic()
+        t0.append(time.monotonic())
+
+    assert train(train_widget, during) == "done", train_widget.status.text()
     timer.stop()
-    assert blocker.args == ["done"], train_widget.status.text()
+    t0 = t0[0]
 
     res = train_widget.result
     assert res.epochs_run == 2 and res.best_epoch is not None and out.exists()
-    assert {"begin", "batch", "epoch"} <= set(kinds)
-    assert train_widget.progress_bar.value() == train_widget.progress_bar.maximum() == 2 * 3
+    assert {TrainBegin, BatchEnd, EpochEnd} <= set(kinds)
+    assert train_widget.progress_bar.value() == train_widget.progress_bar.maximum()
+    # one patient: no validation set, and the note about it stays visible
+    assert train_widget.note.isVisibleTo(train_widget) and "lowest training loss" in train_widget.note.text()
     # live curves: train loss/Dice/IoU lines were drawn
     assert all(ax.lines for ax in train_widget.plot.axes)
     # the GUI kept ticking while Keras trained
@@ -72,11 +91,9 @@ def test_two_epochs_on_layer_pairs_then_offered_for_segmentation(qtbot, viewer_w
     # the new model is offered (and selected) in the Segment widget
     trained = [s for s in _models.MODELS if s.kind == _models.TRAINED]
     assert [s.path for s in trained] == [str(out.resolve())]
-    assert seg_widget.model_combo.currentData() == trained[0]
-    assert "new.keras" in seg_widget.model_combo.currentText()
-    with qtbot.waitSignal(seg_widget.run_finished, timeout=TIMEOUT) as blocker:
-        seg_widget.run_button.click()
-    assert blocker.args == ["done"]
+    assert seg_widget.model.value == trained[0]
+    assert "new.keras" in seg_widget.model.native.currentText()
+    assert seg_widget.segment(timeout=TIMEOUT, image=viewer.layers[PID]) is not None
     assert viewer.layers[f"{PID} segmentation"].data.shape == (6, 64, 64)
 
 
@@ -87,7 +104,7 @@ def test_stop_ends_cleanly_and_never_damages_the_saved_model(qtbot, make_napari_
     viewer = make_napari_viewer()
     widget = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Train / fine-tune")[1]
     widget.source_combo.setCurrentIndex(0)  # kaggle_3m folder
-    widget.folder_edit.setText(str(patient_folder.parent))
+    widget.folder.value = patient_folder.parent
     out = tmp_path / "existing.keras"
     shutil.copy(tiny_model_path, out)
     _tiny_settings(widget, out, epochs=50, batch=1)
@@ -95,14 +112,12 @@ def test_stop_ends_cleanly_and_never_damages_the_saved_model(qtbot, make_napari_
     widget.confirm = lambda title, text: asked.append(text) or True
 
     def stop_at_first_batch(item):
-        if item[0] == "batch":
+        if isinstance(item, BatchEnd):
             widget.stop_button.click()
 
-    with qtbot.waitSignal(widget.training_finished, timeout=TIMEOUT) as blocker:
-        widget.start_button.click()
-        widget.worker.yielded.connect(stop_at_first_batch)
+    outcome = train(widget, lambda: widget.worker.yielded.connect(stop_at_first_batch))
     assert len(asked) == 1 and "existing.keras" in asked[0]
-    assert blocker.args[0] in ("stopped", "cancelled")
+    assert outcome in ("stopped", "cancelled")
     assert widget.result is None or widget.result.epochs_run <= 1
     assert "Stop" in widget.status.text()
     assert widget.start_button.isEnabled() and not widget.stop_button.isEnabled()
@@ -115,31 +130,27 @@ def test_schedule_ema_crops_and_resume(qtbot, make_napari_viewer, patient_folder
     viewer = make_napari_viewer()
     widget = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Train / fine-tune")[1]
     widget.source_combo.setCurrentIndex(0)
-    widget.folder_edit.setText(str(patient_folder.parent))
+    widget.folder.value = patient_folder.parent
     out = tmp_path / "m.keras"
     _tiny_settings(widget, out, epochs=1)
-    widget.schedule_combo.setCurrentIndex(widget.schedule_combo.findData("cosine"))
-    widget.ema.setValue(0.9)
-    widget.crop_size.setValue(32)
-    widget.samples_per_epoch.setValue(4)
-    widget.positive_fraction.setValue(1.0)
-    widget.missing_sequence.setValue(0.5)
+    widget.lr_schedule.value = "cosine"
+    widget.ema_momentum.value = 0.9
+    widget.crop_size.value = 32
+    widget.samples_per_epoch.value = 4
+    widget.positive_fraction.value = 1.0
+    widget.missing_sequence.value = 0.5
     config = widget.config()
     assert (config["lr_schedule"], config["ema_momentum"], config["crop_size"], config["samples_per_epoch"],
             config["positive_fraction"], config["missing_sequence"], config["resume"]) == (
         "cosine", 0.9, 32, 4, 1.0, 0.5, False)
-    with qtbot.waitSignal(widget.training_finished, timeout=TIMEOUT) as blocker:
-        widget.start_button.click()
-    assert blocker.args == ["done"], widget.status.text()
+    assert train(widget) == "done", widget.status.text()
     assert widget.result.epochs_run == 1 and widget.result.history["learning_rate"] == [pytest.approx(1e-3)]
 
     asked = []
     widget.confirm = lambda title, text: asked.append(text) or True
-    widget.epochs.setValue(3)
-    widget.resume.setChecked(True)
-    with qtbot.waitSignal(widget.training_finished, timeout=TIMEOUT) as blocker:
-        widget.start_button.click()
-    assert blocker.args == ["done"], widget.status.text()
+    widget.epochs.value = 3
+    widget.resume.value = True
+    assert train(widget) == "done", widget.status.text()
     assert asked == []  # resuming continues the same model: nothing to confirm
     # epochs 2 and 3 of a 3-epoch cosine decay from 1e-3 to 1e-5
     assert widget.result.epochs_run == 2
@@ -156,13 +167,13 @@ def test_refusals_have_clear_messages(qtbot, viewer_with_patient, tmp_path, erro
     assert "add at least one image + labels pair" in error_messages()[-1]
 
     widget.add_pair(viewer.layers[PID], viewer.layers["ground truth"])
-    widget.out_edit.setText(str(tmp_path / "model.h5"))
+    widget.out.value = tmp_path / "model.h5"
     widget.start_button.click()
     assert "must be a .keras file" in error_messages()[-1]
 
     widget.source_combo.setCurrentIndex(0)
-    widget.folder_edit.setText(str(tmp_path / "missing"))
-    widget.out_edit.setText(str(tmp_path / "m.keras"))
+    widget.folder.value = tmp_path / "missing"
+    widget.out.value = tmp_path / "m.keras"
     widget.start_button.click()
     assert "choose a folder of kaggle_3m patients" in error_messages()[-1]
 
@@ -170,9 +181,54 @@ def test_refusals_have_clear_messages(qtbot, viewer_with_patient, tmp_path, erro
 
     if not BUNDLED_CONFIG.exists():  # fine-tuning the untrained bundled model fails readably
         widget.source_combo.setCurrentIndex(1)
-        widget.init_combo.setCurrentIndex(widget.init_combo.findData("bundled"))
-        with qtbot.waitSignal(widget.training_finished, timeout=TIMEOUT) as blocker:
-            widget.start_button.click()
-        assert blocker.args == ["error"]
+        widget.init_from.value = "bundled"
+        assert train(widget) == "error"
         assert "has not been trained yet" in error_messages()[-1]
     assert not (tmp_path / "m.keras").exists()
+
+
+def test_form_comes_from_train_config_and_is_remembered(make_napari_viewer, settings_dir, tmp_path):
+    from dataclasses import fields
+
+    from napari_lgg_seg.core.train_config import TrainConfig
+
+    viewer = make_napari_viewer()
+    first = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Train / fine-tune")[1]
+    config_fields = {f.name for f in fields(TrainConfig)}
+    assert {w.name for w in first.form_widgets} <= config_fields  # every form value is a TrainConfig field
+    first.epochs.value = 7
+    first.learning_rate.value = 3e-4
+    first.ema_momentum.value = 0.995
+    first.lr_schedule.value = "cosine"
+    first.init_from.value = "scratch"
+    first.out.value = tmp_path / "mine.keras"
+    first.folder.value = tmp_path
+    second = type(first)(viewer)  # as after a restart
+    config = second.config()
+    assert (config["epochs"], config["learning_rate"], config["ema_momentum"], config["lr_schedule"],
+            config["init_from"], config["out"]) == (7, pytest.approx(3e-4), 0.995, "cosine", "scratch",
+                                                    str(tmp_path / "mine.keras"))
+    assert config["crop_size"] is None and config["samples_per_epoch"] is None  # 0 means "off"
+    assert second.folder.value == tmp_path
+    TrainConfig(**config).validate()
+    second.settings.reset()
+    assert second.epochs.value == 10 and second.init_from.value == "bundled"
+    assert not (settings_dir / "train.json").exists()
+
+
+def test_pairs_hold_layers_not_names(make_napari_viewer, viewer_with_patient, tmp_path):
+    viewer = viewer_with_patient
+    widget = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Train / fine-tune")[1]
+    image, truth = viewer.layers[PID], viewer.layers["ground truth"]
+    widget.add_pair(image, truth)
+    truth.name = "corrected"
+    other = viewer.add_labels(np.zeros_like(truth.data), name="ground truth")  # takes the old name
+    assert widget.pairs() == [(image, truth)]
+    assert "corrected" in widget.pair_list.item(0).text()
+    assert other is not truth
+    viewer.layers.remove(truth)
+    assert "closed" in widget.pair_list.item(0).text()
+    from napari_lgg_seg.core.errors import InputError
+
+    with pytest.raises(InputError, match="'corrected' is no longer in the viewer"):
+        widget.pairs()

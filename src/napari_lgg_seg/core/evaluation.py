@@ -13,7 +13,7 @@ import numpy as np
 from .errors import InputError
 from .io import atomic_write, find_patient_folders, read_patient
 from .metrics import dice, iou
-from .overview import flair_channel
+from .preprocess import flair_channel
 
 
 @dataclass

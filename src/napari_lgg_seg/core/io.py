@@ -321,3 +321,45 @@ def is_readable(path: str | os.PathLike) -> bool:
     if p.is_dir():
         return _has_kaggle_slices(p) or is_dicom_folder(p)
     return p.suffix.lower() in TIFF_SUFFIXES + DICOM_SUFFIXES or is_nifti_name(p)
+
+
+def is_mask_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is named like a kaggle_3m mask slice (``<ID>_<n>_mask.tif``)."""
+    m = _SLICE_RE.match(Path(path).name)
+    return bool(m and m["mask"])
+
+
+def tiff_shape(path: str | os.PathLike) -> tuple[int, ...] | None:
+    """Shape of a TIFF's first series without reading pixel data; None when unreadable."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tf:
+            return tuple(tf.series[0].shape)
+    except Exception:  # noqa: BLE001 - any parse failure means "cannot tell"
+        return None
+
+
+def claims_path(path: str | os.PathLike) -> bool:
+    """The napari reader's "is this ours?" rule (cheap: no pixel data is read).
+
+    True for kaggle_3m patient and DICOM series folders, NIfTI files, DICOM files, and
+    TIFFs that are not bare mask slices and whose shape can be an MRI slice or volume (or
+    that cannot be parsed, so that ``read_patient`` says why); False for everything else,
+    so that other readers can try."""
+    from .dicom import DICOM_SUFFIXES, looks_like_dicom
+    from .nifti import is_nifti_name
+
+    p = Path(path)
+    if p.is_dir():
+        return is_readable(p)
+    if not p.is_file():
+        return False
+    if is_nifti_name(p):
+        return True
+    if p.suffix.lower() in DICOM_SUFFIXES:
+        return looks_like_dicom(p)
+    if p.suffix.lower() not in TIFF_SUFFIXES or is_mask_file(p):
+        return False  # a bare mask: leave it to image readers
+    shape = tiff_shape(p)
+    return True if shape is None else accepts_shape(shape)

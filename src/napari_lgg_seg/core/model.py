@@ -188,3 +188,23 @@ def save_model(model: keras.Model, path: str | os.PathLike) -> Path:
 def model_name(model: keras.Model) -> str:
     info = getattr(model, "lgg_info", None) or {}
     return f"{info.get('name', model.name)} {info.get('version', '')}".strip()
+
+
+def model_info(model: keras.Model) -> dict:
+    """Name and version of a loaded model (what a segmentation's metadata records)."""
+    info = dict(getattr(model, "lgg_info", None) or {})
+    info.setdefault("name", model_name(model))
+    info.setdefault("version", "")
+    return info
+
+
+def base_filters_of(init_from: str) -> int:
+    """Filters of the first U-Net level of the model that training would start from:
+    ``"bundled"`` or a ``.keras`` path. ModelError for models of another architecture."""
+    if init_from == "bundled":
+        return int(bundled_info()["base_filters"])
+    model = load_model(init_from)
+    try:
+        return int(model.get_layer("enc0_conv1").filters)
+    except (ValueError, AttributeError):
+        raise ModelError(f"{init_from}: not a U-Net of this plugin; cannot fine-tune it") from None

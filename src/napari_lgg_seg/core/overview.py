@@ -13,24 +13,13 @@ import numpy as np
 
 from .errors import InputError
 from .io import atomic_write
+from .preprocess import flair_channel  # noqa: F401 - moved there; kept importable from here
 
 TRUTH_RGB = (40, 220, 60)  # green
 PRED_RGB = (230, 40, 200)  # magenta
 _ALPHA = 0.35
 _GAP = 4
 _HEADER = 18
-
-
-def flair_channel(image: np.ndarray) -> np.ndarray:
-    """The FLAIR channel ``(Z, Y, X)`` of a ``(Z, Y, X, 3)`` volume; grey volumes as they are."""
-    img = np.asarray(image)
-    if img.ndim == 4:
-        return img[..., 1] if img.shape[-1] >= 2 else img[..., 0]
-    if img.ndim == 3:
-        return img
-    if img.ndim == 2:
-        return img[None]
-    raise InputError(f"image of shape {img.shape} cannot be shown; expected (Z, Y, X[, 3])")
 
 
 def to_uint8(vol: np.ndarray) -> np.ndarray:

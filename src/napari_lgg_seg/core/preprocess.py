@@ -82,3 +82,15 @@ def resize_slices(x: np.ndarray, size: tuple[int, int], order: int = 1) -> np.nd
     return resize(x, out_shape, order=order, preserve_range=True, anti_aliasing=False).astype(
         np.float32
     )
+
+
+def flair_channel(image: np.ndarray) -> np.ndarray:
+    """The FLAIR channel ``(Z, Y, X)`` of a ``(Z, Y, X, 3)`` volume; grey volumes as they are."""
+    img = np.asarray(image)
+    if img.ndim == 4:
+        return img[..., 1] if img.shape[-1] >= 2 else img[..., 0]
+    if img.ndim == 3:
+        return img
+    if img.ndim == 2:
+        return img[None]
+    raise InputError(f"image of shape {img.shape} cannot be shown; expected (Z, Y, X[, 3])")

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from psygnal import Signal
 
-from ..core.errors import ModelError
 
 BUNDLED = "bundled"
 FILE = "file"
@@ -108,24 +107,3 @@ def load(source: ModelSource):
             _CACHE[key] = model
     return model
 
-
-def model_info(model) -> dict:
-    from ..core.model import model_name
-
-    info = dict(getattr(model, "lgg_info", None) or {})
-    info.setdefault("name", model_name(model))
-    info.setdefault("version", "")
-    return info
-
-
-def base_filters_of(init_from: str) -> int:
-    """Filters of the first level of the U-Net that training would start from."""
-    from ..core.model import bundled_info, load_model
-
-    if init_from == BUNDLED:
-        return int(bundled_info()["base_filters"])
-    model = load_model(init_from)
-    try:
-        return int(model.get_layer("enc0_conv1").filters)
-    except (ValueError, AttributeError):
-        raise ModelError(f"{init_from}: not a U-Net of this plugin; cannot fine-tune it") from None

@@ -1,93 +1,10 @@
-"""Small Qt pieces shared by the dock widgets: layer pickers, plots, confirmation."""
+"""Small Qt pieces shared by the dock widgets: plots and confirmation (magicgui does the forms)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from qtpy.QtWidgets import (
-    QComboBox,
-    QDoubleSpinBox,
-    QMessageBox,
-    QSizePolicy,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
-
-
-class LayerComboBox(QComboBox):
-    """A combo box of the viewer's layers that pass ``accept``, kept up to date."""
-
-    def __init__(self, viewer, accept: Callable[[object], bool], parent: QWidget | None = None):
-        super().__init__(parent)
-        self.viewer = viewer
-        self.accept = accept
-        self.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
-        self.setMinimumContentsLength(12)
-        viewer.layers.events.inserted.connect(self._on_inserted)
-        viewer.layers.events.removed.connect(self.refresh)
-        viewer.layers.events.moved.connect(self.refresh)
-        for layer in viewer.layers:
-            layer.events.name.connect(self.refresh)
-        self.refresh()
-
-    def _on_inserted(self, event=None) -> None:
-        layer = getattr(event, "value", None)
-        if layer is not None:
-            layer.events.name.connect(self.refresh)
-        self.refresh()
-
-    def refresh(self, *_args) -> None:
-        try:
-            current = self.currentText()
-        except RuntimeError:  # the Qt object is gone
-            return
-        names = [layer.name for layer in reversed(self.viewer.layers) if self.accept(layer)]
-        self.blockSignals(True)
-        self.clear()
-        self.addItems(names)
-        if current in names:
-            self.setCurrentIndex(names.index(current))
-        self.blockSignals(False)
-        if current not in names:
-            self.currentIndexChanged.emit(self.currentIndex())
-
-    def layer(self):
-        name = self.currentText()
-        return self.viewer.layers[name] if name and name in self.viewer.layers else None
-
-    def set_layer(self, layer_or_name) -> None:
-        name = getattr(layer_or_name, "name", layer_or_name)
-        idx = self.findText(name)
-        if idx < 0:
-            raise ValueError(f"no layer {name!r} among the choices")
-        self.setCurrentIndex(idx)
-
-
-def number_box(
-    parent: QWidget,
-    lo: float,
-    hi: float,
-    value: float,
-    *,
-    step: float | None = None,
-    decimals: int | None = None,
-    suffix: str = "",
-    tip: str = "",
-) -> QSpinBox | QDoubleSpinBox:
-    """A spin box (integer unless ``decimals`` is given) with range, value and tooltip."""
-    box = QSpinBox(parent) if decimals is None else QDoubleSpinBox(parent)
-    if decimals is not None:
-        box.setDecimals(decimals)
-    box.setRange(lo, hi)
-    if step is not None:
-        box.setSingleStep(step)
-    box.setValue(value)
-    if suffix:
-        box.setSuffix(suffix)
-    if tip:
-        box.setToolTip(tip)
-    return box
+from qtpy.QtWidgets import QMessageBox, QSizePolicy, QVBoxLayout, QWidget
 
 
 def ask_yes_no(parent: QWidget | None, title: str, text: str) -> bool:
@@ -123,7 +40,7 @@ class PlotCanvas(QWidget):
         self.figure = Figure(figsize=(3.2, height * len(titles)), facecolor=self.colors["bg"], layout="constrained")
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.canvas.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
-        self.canvas.setMinimumHeight(int(90 * len(titles)))
+        self.canvas.setMinimumHeight(int(45 * len(titles)))
         self.axes = [self.figure.add_subplot(len(titles), 1, i + 1) for i in range(len(titles))]
         self.titles = list(titles)
         layout = QVBoxLayout(self)

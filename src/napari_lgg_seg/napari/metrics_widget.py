@@ -1,21 +1,24 @@
-"""Metrics dock widget: Dice and IoU of two masks, per volume and per slice."""
+"""Metrics dock widget: Dice and IoU of two masks, per volume and per slice.
+
+The choosers and buttons are magicgui widgets (``widget.controls``); the per-slice table
+and plot are plain Qt. The table lists slices with abnormality (in either mask) first.
+"""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
+from magicgui.widgets import CheckBox, ComboBox, Container, PushButton
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
-    QFormLayout,
-    QHBoxLayout,
     QHeaderView,
     QLabel,
-    QPushButton,
+    QSplitter,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -26,7 +29,7 @@ from ..core.errors import InputError, LGGSegError
 from ..core.io import atomic_write
 from ..core.metrics import dice, iou, per_slice
 from ._layers import mask_from_layer, spatial_shape
-from ._qt_common import LayerComboBox, PlotCanvas
+from ._qt_common import PlotCanvas
 
 COLUMNS = ("slice", "dice", "iou", "voxels_a", "voxels_b")
 HEADERS = ("Slice", "Dice", "IoU", "Voxels A", "Voxels B")
@@ -49,6 +52,14 @@ def compare_layers(layer_a, layer_b) -> tuple[dict, list[dict]]:
     return total, per_slice(a, b)
 
 
+def abnormal_first(rows: list[dict], hide_empty: bool = False) -> list[dict]:
+    """Rows of slices with abnormality in either mask first (in slice order), then the
+    slices empty in both (which score 1 by definition), unless ``hide_empty``."""
+    shown = [r for r in rows if r["voxels_a"] or r["voxels_b"]]
+    empty = [] if hide_empty else [r for r in rows if not (r["voxels_a"] or r["voxels_b"])]
+    return shown + empty
+
+
 def write_rows_csv(path: str | Path, rows: list[dict], names: tuple[str, str]) -> Path:
     """Write per-slice rows as CSV, atomically; the header names the two layers."""
 
@@ -68,17 +79,24 @@ class MetricsWidget(QWidget):
     def __init__(self, napari_viewer, parent: QWidget | None = None):
         super().__init__(parent)
         self.viewer = napari_viewer
-        self.rows: list[dict] = []
+        self.rows: list[dict] = []  # slice order, as exported
+        self.table_rows: list[dict] = []  # as shown: slices with abnormality first
         self.total: dict | None = None
         self._names = ("A", "B")
 
-        self.combo_a = LayerComboBox(napari_viewer, _is_mask_candidate, self)
-        self.combo_b = LayerComboBox(napari_viewer, _is_mask_candidate, self)
-        if self.combo_b.count() > 1:
-            self.combo_b.setCurrentIndex(1)
-        self.compute_button = QPushButton("Compute", self)
-        self.export_button = QPushButton("Export CSV…", self)
-        self.export_button.setEnabled(False)
+        self.layer_a = ComboBox(name="layer_a", label="mask A", choices=self._mask_choices)
+        self.layer_b = ComboBox(name="layer_b", label="mask B", choices=self._mask_choices)
+        if len(self.layer_b.choices) > 1:
+            self.layer_b.value = self.layer_b.choices[1]
+        self.hide_empty = CheckBox(name="hide_empty", value=False, text="hide slices empty in both",
+                                   tooltip="Slices where both masks are empty score 1; leave them out of the table")
+        self.compute_button = PushButton(name="compute_button", text="Compute")
+        self.export_button = PushButton(name="export_button", text="Export CSV…", enabled=False)
+        buttons = Container(widgets=[self.compute_button, self.export_button], layout="horizontal",
+                            labels=False)
+        buttons.margins = (0, 0, 0, 0)
+        self.controls = Container(widgets=[self.layer_a, self.layer_b, buttons])
+        self.controls.margins = (0, 0, 0, 0)
         self.summary = QLabel("", self)
         self.summary.setWordWrap(True)
         self.table = QTableWidget(0, len(COLUMNS), self)
@@ -87,32 +105,51 @@ class MetricsWidget(QWidget):
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
-        self.table.setMinimumHeight(140)
-        self.plot = PlotCanvas(napari_viewer, ["Per-slice overlap"], self, height=1.8)
+        self.table.setMinimumHeight(50)
+        self.plot = PlotCanvas(napari_viewer, ["Per-slice overlap"], self, height=1.6)
 
-        form = QFormLayout()
-        form.addRow("Mask A", self.combo_a)
-        form.addRow("Mask B", self.combo_b)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.compute_button)
-        buttons.addWidget(self.export_button)
+        table_box = QWidget(self)  # the checkbox sits with the table it filters
+        table_layout = QVBoxLayout(table_box)
+        table_layout.setContentsMargins(0, 0, 0, 0)
+        table_layout.addWidget(self.hide_empty.native)
+        table_layout.addWidget(self.table, 1)
+        splitter = QSplitter(Qt.Vertical, self)  # table and plot share what height there is
+        splitter.addWidget(table_box)
+        splitter.addWidget(self.plot)
         layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addLayout(buttons)
+        layout.addWidget(self.controls.native)
         layout.addWidget(self.summary)
-        layout.addWidget(self.table, 1)
-        layout.addWidget(self.plot, 1)
+        layout.addWidget(splitter, 1)
 
-        self.compute_button.clicked.connect(self.compute)
-        self.export_button.clicked.connect(self._export_dialog)
+        self.compute_button.changed.connect(self.compute)
+        self.export_button.changed.connect(self._export_dialog)
+        self.hide_empty.changed.connect(lambda *_: self._fill_table(self.rows))
         self.table.cellClicked.connect(self._go_to_slice)
+        for event in ("inserted", "removed", "moved", "reordered"):
+            getattr(napari_viewer.layers.events, event).connect(self._reset_choices)
+
+    def _mask_choices(self, _widget=None) -> list[tuple[str, object]]:
+        return [(layer.name, layer) for layer in reversed(self.viewer.layers) if _is_mask_candidate(layer)]
+
+    def _reset_choices(self, *_args) -> None:
+        try:
+            self.layer_a.reset_choices()
+            self.layer_b.reset_choices()
+        except RuntimeError:  # the Qt widget is gone
+            pass
 
     def set_layers(self, layer_a, layer_b) -> None:
-        self.combo_a.set_layer(layer_a)
-        self.combo_b.set_layer(layer_b)
+        """Choose the two masks (layers or layer names)."""
+        for combo, layer in ((self.layer_a, layer_a), (self.layer_b, layer_b)):
+            if isinstance(layer, str):
+                if layer not in self.viewer.layers:
+                    raise ValueError(f"no layer {layer!r} among the choices")
+                layer = self.viewer.layers[layer]
+            combo.value = layer
 
-    def compute(self) -> bool:
-        a, b = self.combo_a.layer(), self.combo_b.layer()
+    def compute(self, *_args) -> bool:
+        """Compare the two chosen masks; False (and a message) when they cannot be compared."""
+        a, b = self.layer_a.value, self.layer_b.value
         if a is None or b is None:
             return self._fail("Choose two mask layers (Labels, or binary images)")
         try:
@@ -126,19 +163,21 @@ class MetricsWidget(QWidget):
         )
         self._fill_table(rows)
         self._plot(rows)
-        self.export_button.setEnabled(True)
+        self.export_button.enabled = True
         return True
 
     def _fail(self, message: str) -> bool:
         self.total, self.rows = None, []
         self.table.setRowCount(0)
         self.plot.clear()
-        self.export_button.setEnabled(False)
+        self.table_rows = []
+        self.export_button.enabled = False
         self.summary.setText(message)
         show_error(message)
         return False
 
     def _fill_table(self, rows: list[dict]) -> None:
+        self.table_rows = rows = abnormal_first(rows, self.hide_empty.value)
         self.table.setRowCount(len(rows))
         for i, r in enumerate(rows):
             values = (str(r["slice"]), f"{r['dice']:.3f}", f"{r['iou']:.3f}", str(r["voxels_a"]), str(r["voxels_b"]))
@@ -164,8 +203,8 @@ class MetricsWidget(QWidget):
         self.plot.draw()
 
     def _go_to_slice(self, row: int, _col: int) -> None:
-        if 0 <= row < len(self.rows) and self.viewer.dims.ndim >= 3:
-            self.viewer.dims.set_current_step(0, self.rows[row]["slice"])
+        if 0 <= row < len(self.table_rows) and self.viewer.dims.ndim >= 3:
+            self.viewer.dims.set_current_step(0, self.table_rows[row]["slice"])
 
     def export_csv(self, path: str | Path) -> Path:
         """Write the per-slice table to ``path`` (atomically)."""
@@ -173,7 +212,7 @@ class MetricsWidget(QWidget):
             raise InputError("nothing to export; compute the metrics first")
         return write_rows_csv(path, self.rows, self._names)
 
-    def _export_dialog(self) -> None:
+    def _export_dialog(self, *_args) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Export per-slice metrics", "metrics.csv", "CSV (*.csv)")
         if not path:
             return

@@ -16,46 +16,14 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ..core.dicom import DICOM_SUFFIXES, looks_like_dicom
-from ..core.io import TIFF_SUFFIXES, _SLICE_RE, accepts_shape, is_readable, read_patient
-from ..core.nifti import is_nifti_name
+from ..core.io import TIFF_SUFFIXES, claims_path, read_patient
 from ..core.tiff_geometry import tiff_info
 from ._layers import labels_tiff_layer_data, stack_layer_data
 
 PathOrPaths = str | os.PathLike | Sequence[str | os.PathLike]
 
 
-def _tiff_shape(path: Path) -> tuple[int, ...] | None:
-    """Shape of the first series without reading pixel data; None when unreadable."""
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tf:
-            return tuple(tf.series[0].shape)
-    except Exception:
-        return None
-
-
-def claims(path: str | os.PathLike) -> bool:
-    """Whether this plugin should read ``path`` (cheap: no pixel data is read)."""
-    p = Path(path)
-    if p.is_dir():
-        return is_readable(p)
-    if not p.is_file():
-        return False
-    if is_nifti_name(p):
-        return True
-    if p.suffix.lower() in DICOM_SUFFIXES:
-        return looks_like_dicom(p)
-    if p.suffix.lower() not in TIFF_SUFFIXES:
-        return False
-    m = _SLICE_RE.match(p.name)
-    if m and m["mask"]:
-        return False  # a bare mask: leave it to image readers
-    shape = _tiff_shape(p)
-    if shape is None:
-        return True  # a .tif we cannot parse: read_patient says why
-    return accepts_shape(shape)
+claims = claims_path  # the rule lives in core.io
 
 
 def get_reader(path: PathOrPaths) -> Callable | None:

@@ -1,172 +1,264 @@
-"""Segment dock widget: run a U-Net on an image layer and add/update a Labels layer."""
+"""Segment dock widget (magicgui): run a U-Net on an image layer and add/update a Labels layer.
+
+From napari's console::
+
+    dock, w = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Segment")
+    w.threshold.value = 0.3            # any value widget, as in the dock
+    w(image=viewer.layers[0], threshold=0.6)   # starts in the background
+    seg = w.wait()                     # the Labels layer (None if cancelled or failed)
+    seg = w.segment(threshold=0.4)     # the same, blocking, in one call
+
+The value widgets are generated from ``SegmentOptions``; ``options()`` turns them into
+the one object the core call is built from.
+"""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, ProgressBar, PushButton
 from napari.layers import Image, Labels
-from napari.qt.threading import create_worker
-from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import Signal
-from qtpy.QtWidgets import (
-    QComboBox,
-    QFileDialog,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QProgressBar,
-    QPushButton,
-    QVBoxLayout,
-    QWidget,
-)
+from psygnal import Signal
 
-from ..core.errors import Cancelled, LGGSegError
+from ..core.errors import LGGSegError
 from . import _models
+from ._forms import SettingsStore, dataclass_widgets, values_of
 from ._layers import (
+    GROUND_TRUTH,
     SEGMENTATION_COLORS,
     SEGMENTATION_SUFFIX,
     format_volume,
     image_volume,
+    labels_digest,
     readable_error,
     segmentation_metadata,
     volume_summary,
-    labels_digest,
     was_edited,
 )
-from ._qt_common import LayerComboBox, ask_yes_no, number_box
-from ._tasks import CANCELLED, DONE, Outcome, reporting
+from ._qt_common import ask_yes_no
+from ._tasks import Outcome, Progress, Result, Status, TaskRunner
+from .segment_options import SegmentOptions
 
 
 def _is_segmentable(layer) -> bool:
     return isinstance(layer, Image) and not layer.multiscale and layer.ndim in (2, 3)
 
 
-def segment_task(source, volume: np.ndarray, threshold: float, batch_size: int, min_size: int,
-                 stop: threading.Event, report: Callable) -> tuple[np.ndarray, dict]:
-    """Load the model and segment; runs off the GUI thread. Reports ('status', text) and
-    ('progress', done, total); raises Cancelled when ``stop`` is set."""
+def segment_task(source, volume: np.ndarray, options: SegmentOptions, stop: threading.Event,
+                 report: Callable) -> tuple[np.ndarray, dict]:
+    """Load the model and segment; runs off the GUI thread. Reports ``Status`` and
+    ``Progress``; raises Cancelled when ``stop`` is set."""
+    from ..core.errors import Cancelled
     from ..core.inference import segment_volume
+    from ..core.model import model_info
 
-    report(("status", f"Loading {source.label} ..."))
+    report(Status(f"Loading {source.label} ..."))
     model = _models.load(source)
     if stop.is_set():
         raise Cancelled("segmentation cancelled before it started")
 
     def on_batch(done: int, total: int) -> bool:
-        report(("progress", done, total))
+        report(Progress(done, total))
         return not stop.is_set()
 
-    labels = segment_volume(volume, model, threshold=threshold, batch_size=batch_size,
-                            progress=on_batch, min_size=min_size)
-    return labels, _models.model_info(model)
+    labels = segment_volume(volume, model, progress=on_batch, **options.core_kwargs())
+    return labels, model_info(model)
 
 
-class SegmentWidget(QWidget):
+def _replace_labels(layer, labels: np.ndarray) -> None:
+    """Write new labels into a Labels layer through its edit history where possible, so
+    that Ctrl+Z on the layer brings back the previous labels, hand edits included."""
+    data = layer.data
+    if (isinstance(data, np.ndarray) and data.shape == labels.shape and data.flags.writeable
+            and np.can_cast(labels.dtype, data.dtype)):
+        changed = np.nonzero(data != labels)
+        layer.data_setitem(changed, labels[changed])
+        layer.events.data(value=layer.data)  # in place: say so, as assigning would
+    else:  # another shape or an array napari cannot edit: replace it (Undo last run still works)
+        layer.data = labels
+
+
+class _Undo:
+    """What a re-run replaced, to bring it back."""
+
+    def __init__(self, layer, result_digest: str) -> None:
+        self.layer = layer
+        self.data = np.array(layer.data, copy=True)
+        self.metadata = dict(layer.metadata)
+        self.result_digest = result_digest  # of the labels the run wrote
+
+
+class SegmentWidget(Container):
     """Segment the FLAIR abnormality of the chosen image layer.
 
-    ``confirm(title, text) -> bool`` asks before replacing a hand-edited segmentation;
-    tests replace it. ``run_finished`` is emitted with 'done', 'cancelled' or 'error'.
+    ``confirm(title, text) -> bool`` asks before replacing hand edits (tests replace it).
+    ``run_finished`` is emitted with 'done', 'cancelled' or 'error'.
     """
 
     run_finished = Signal(str)
 
-    def __init__(self, napari_viewer, parent: QWidget | None = None):
-        super().__init__(parent)
+    def __init__(self, napari_viewer) -> None:
         self.viewer = napari_viewer
-        self.confirm: Callable[[str, str], bool] = lambda title, text: ask_yes_no(self, title, text)
-        self.worker = None
-        self._stop = threading.Event()
-        self._bar: progress | None = None
-        self._outcome = ""
+        self.confirm: Callable[[str, str], bool] = lambda title, text: ask_yes_no(self.native, title, text)
+        self.image = ComboBox(name="image", label="image", choices=self._image_choices,
+                              tooltip="The MRI layer to segment: RGB (Z, Y, X, 3) or grey (Z, Y, X)")
+        self.model = ComboBox(name="model", label="model", choices=self._model_choices,
+                              tooltip="The bundled U-Net, a .keras file, or a model trained in the Train widget")
+        self.model_file = FileEdit(name="model_file", label="model file", mode="r", filter="*.keras",
+                                   tooltip="Add a .keras model file to the model choices")
+        self.option_widgets = dataclass_widgets(SegmentOptions)
+        self.run_button = PushButton(name="run_button", text="Run")
+        self.cancel_button = PushButton(name="cancel_button", text="Cancel", enabled=False)
+        self.undo_button = PushButton(name="undo_button", text="Undo last run", enabled=False,
+                                      tooltip="Bring back the labels the last run replaced, hand edits included")
+        self.reset_button = PushButton(name="reset_button", text="Reset settings",
+                                       tooltip="Back to the default settings")
+        self.progress_bar = ProgressBar(name="progress_bar", min=0, max=1, value=0, label="")
+        self.status = Label(name="status", value="", label="")
+        self.result = Label(name="result", value="", label="")
+        buttons = Container(widgets=[self.run_button, self.cancel_button], layout="horizontal",
+                            labels=False, name="buttons", label="")
+        more = Container(widgets=[self.undo_button, self.reset_button], layout="horizontal",
+                         labels=False, name="more_buttons", label="")
+        for w in buttons, more:
+            w.margins = (0, 0, 0, 0)
+        self.form = Container(widgets=[self.image, self.model, self.model_file, *self.option_widgets],
+                              name="form")
+        self.form.margins = (0, 0, 0, 0)
+        super().__init__(widgets=[self.form, buttons, more, self.progress_bar, self.status, self.result],
+                         labels=False, scrollable=True)  # scrolls rather than overflow a small screen
+        for label in (self.status, self.result):
+            label.native.setWordWrap(True)
+        self._widget._mgui_get_native_widget().layout().addStretch(1)  # rows at the top, not spread out
+        self.native.setMinimumHeight(110)
+        self.runner = TaskRunner(self.progress_bar.native)
         self._digest_at_start: str | None = None
+        self._undo: _Undo | None = None
+        self._watched = None
+        self._last_layer = None
 
-        self.image_combo = LayerComboBox(napari_viewer, _is_segmentable, self)
-        self.model_combo = QComboBox(self)
-        self.browse_button = QPushButton("Browse…", self)
-        self.browse_button.setToolTip("Add a .keras model file to the choices")
-        self.threshold = number_box(self, 0.01, 0.99, 0.5, step=0.05, decimals=2,
-                                    tip="Probability above which a voxel is abnormal")
-        self.batch_size = number_box(self, 1, 512, 8, tip="Slices per model call; smaller uses less memory")
-        self.min_size = number_box(self, 0, 10_000_000, 0, suffix=" voxels",
-                                   tip="Remove 3D connected components smaller than this (0 keeps all)")
-        self.run_button = QPushButton("Run", self)
-        self.cancel_button = QPushButton("Cancel", self)
-        self.cancel_button.setEnabled(False)
-        self.progress_bar = QProgressBar(self)
-        self.progress_bar.setRange(0, 1)
-        self.progress_bar.setValue(0)
-        self.status = QLabel("", self)
-        self.status.setWordWrap(True)
-        self.result = QLabel("", self)
-        self.result.setWordWrap(True)
-
-        model_row = QHBoxLayout()
-        model_row.addWidget(self.model_combo, 1)
-        model_row.addWidget(self.browse_button)
-        form = QFormLayout()
-        form.addRow("Image", self.image_combo)
-        form.addRow("Model", model_row)
-        form.addRow("Threshold", self.threshold)
-        form.addRow("Batch size", self.batch_size)
-        form.addRow("Min. component", self.min_size)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress_bar)
-        layout.addWidget(self.status)
-        layout.addWidget(self.result)
-        layout.addStretch(1)
-
-        self.run_button.clicked.connect(self.run)
-        self.cancel_button.clicked.connect(self.cancel)
-        self.browse_button.clicked.connect(self._browse)
+        self.settings = SettingsStore("segment", [self.model_file, *self.option_widgets])
+        self.model_file.changed.connect(self._on_model_file)
+        self.settings.restore()
+        self.settings.connect()
+        self.run_button.changed.connect(self.run)
+        self.cancel_button.changed.connect(self.cancel)
+        self.undo_button.changed.connect(self.undo_last_run)
+        self.reset_button.changed.connect(self.reset_settings)
+        self.runner.running_changed.connect(self._set_running)
+        self.runner.finished.connect(lambda outcome: self.run_finished.emit(outcome.value))
         _models.MODELS.changed.connect(self._refresh_models)
-        self._refresh_models()
+        for event in ("inserted", "removed", "moved", "reordered"):
+            getattr(napari_viewer.layers.events, event).connect(self._on_layers_changed)
+        for layer in napari_viewer.layers:
+            layer.events.name.connect(self._reset_image_choices)
 
-    # ------------------------------------------------------------------ models
+    @property
+    def native(self):
+        """The scroll area around the form, so that napari docks a widget that scrolls
+        instead of growing the window past a small screen."""
+        return self._widget._mgui_get_root_native_widget()
+
+    def __getattr__(self, name: str):
+        """The value widgets by name, as in a FunctionGui: ``w.threshold.value = 0.3``."""
+        for widget in self.__dict__.get("option_widgets", ()):
+            if widget.name == name:
+                return widget
+        return super().__getattr__(name)
+
+    # ------------------------------------------------------------------ values
+    def options(self) -> SegmentOptions:
+        """The settings of the value widgets, as the core call takes them."""
+        return SegmentOptions(**values_of(self.option_widgets))
+
+    def __call__(self, **values: Any) -> None:
+        """Set value widgets by name (``image=layer, threshold=0.6``) and start a run.
+
+        The run goes on in the background; ``wait()`` blocks until it ends."""
+        for name, value in values.items():
+            widget = self._value_widget(name)
+            if name == "model" and isinstance(value, (str, Path)):
+                self.add_model_file(value)
+                continue
+            widget.value = value
+        self.run()
+
+    def segment(self, timeout: float | None = None, **values: Any):
+        """Blocking form of ``w(**values)`` for scripts: returns the Labels layer, or
+        None when the run was cancelled, refused or failed (the status says why)."""
+        self(**values)
+        return self.wait(timeout)
+
+    def wait(self, timeout: float | None = None):
+        """Process events until the current run ends; returns its Labels layer or None."""
+        self._last_layer = None if self.runner.running else self._last_layer
+        outcome = self.runner.wait(timeout)
+        return self._last_layer if outcome is Outcome.DONE else None
+
+    def _value_widget(self, name: str):
+        names = ["image", "model", "model_file", *(w.name for w in self.option_widgets)]
+        if name not in names:
+            raise TypeError(f"Segment widget has no setting {name!r}; settings are: {', '.join(names)}")
+        return getattr(self, name)
+
+    def reset_settings(self, *_args) -> None:
+        """Back to the default threshold, batch size, ... (the saved settings are removed)."""
+        self.settings.reset()
+        self.status.value = "Settings reset to their defaults."
+
+    # ------------------------------------------------------------------ choices
+    def _image_choices(self, _widget=None) -> list[tuple[str, Any]]:
+        return [(layer.name, layer) for layer in reversed(self.viewer.layers) if _is_segmentable(layer)]
+
+    def _model_choices(self, _widget=None) -> list[tuple[str, Any]]:
+        return [(src.label, src) for src in _models.MODELS.items()]
+
+    def _on_layers_changed(self, event=None) -> None:
+        layer = getattr(event, "value", None)
+        if getattr(event, "type", "") == "inserted" and layer is not None:
+            layer.events.name.connect(self._reset_image_choices)
+        self._reset_image_choices()
+
+    def _reset_image_choices(self, *_args) -> None:
+        try:
+            self.image.reset_choices()
+        except RuntimeError:  # the Qt widget is gone
+            pass
+
     def _refresh_models(self) -> None:
         try:
-            current = self.model_combo.currentData()
+            before = set(self.model.choices)
+            self.model.reset_choices()
         except RuntimeError:  # widget deleted; psygnal drops us soon
             return
-        before = {self.model_combo.itemData(i) for i in range(self.model_combo.count())}
-        sources = _models.MODELS.items()
-        self.model_combo.blockSignals(True)
-        self.model_combo.clear()
-        for src in sources:
-            self.model_combo.addItem(src.label, src)
-            if src.path:
-                self.model_combo.setItemData(self.model_combo.count() - 1, src.path, 3)  # tooltip
-        self.model_combo.blockSignals(False)
-        fresh = [s for s in sources if s.kind == _models.TRAINED and s not in before]
+        fresh = [s for s in _models.MODELS.items() if s.kind == _models.TRAINED and s not in before]
         if before and fresh:
-            self.model_combo.setCurrentIndex(sources.index(fresh[-1]))  # just trained: offer it
-        elif current in sources:
-            self.model_combo.setCurrentIndex(sources.index(current))
+            self.model.value = fresh[-1]  # just trained: offer it
+
+    def _on_model_file(self, value) -> None:
+        path = Path(value) if value else None
+        if path is None or str(path) in ("", ".") or not path.is_file():
+            return
+        try:
+            self.add_model_file(path)
+        except RuntimeError:  # the Qt widget is gone (napari is closing)
+            pass
 
     def add_model_file(self, path: str | Path) -> None:
         """Add a .keras file to the shared model choices and select it."""
-        src = _models.MODELS.add(path, _models.FILE)
-        self.select_model(src)
+        self.select_model(_models.MODELS.add(path, _models.FILE))
 
     def select_model(self, source) -> None:
-        for i in range(self.model_combo.count()):
-            if self.model_combo.itemData(i) == source:
-                self.model_combo.setCurrentIndex(i)
-                return
-        raise ValueError(f"{source} is not among the model choices")
-
-    def _browse(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Choose a Keras model", "", "Keras models (*.keras)")
-        if path:
-            self.add_model_file(path)
+        if source not in self.model.choices:
+            self.model.reset_choices()
+        if source not in self.model.choices:
+            raise ValueError(f"{source} is not among the model choices")
+        self.model.value = source
 
     # ------------------------------------------------------------------ running
     def result_layer_name(self, image_layer) -> str:
@@ -183,139 +275,164 @@ class SegmentWidget(QWidget):
             return True
         return self.confirm(
             "Replace edited segmentation?",
-            f"'{layer.name}' was edited by hand since it was computed. "
-            "Running again replaces it, edits included. Continue?",
+            f"'{layer.name}' was edited by hand since it was computed. Running again replaces it "
+            "(Undo last run brings the edits back). Continue?",
         )
 
-    def run(self) -> None:
-        if self.worker is not None:
-            return
-        image_layer = self.image_combo.layer()
+    def run(self, *_args) -> bool:
+        """Start segmenting with the current values; False when refused (see the status)."""
+        if self.runner.running:
+            return False
+        image_layer = self.image.value
         if image_layer is None:
-            self._fail("Choose an image layer to segment (open a patient folder first)")
-            return
-        source = self.model_combo.currentData()
+            return self._fail("Choose an image layer to segment (open a patient folder first)")
+        source = self.model.value
         if source is None:
-            self._fail("Choose a model")
-            return
+            return self._fail("Choose a model")
         try:
             volume = image_volume(image_layer)
-        except LGGSegError as exc:
-            self._fail(str(exc))
-            return
+            options = self.options()
+        except (LGGSegError, TypeError, ValueError) as exc:
+            return self._fail(readable_error(exc))
         existing = self._existing_result(image_layer)
         if not self._may_replace(existing):
-            self.status.setText("Kept the edited segmentation; nothing was run.")
-            return
+            self.status.value = "Kept the edited segmentation; nothing was run."
+            return False
         self._digest_at_start = labels_digest(existing.data) if existing is not None else None
-        params = dict(threshold=self.threshold.value(), batch_size=self.batch_size.value(),
-                      min_size=self.min_size.value())
-        self._stop = threading.Event()
-        stop = self._stop
         n = volume.shape[0] if volume.ndim - int(bool(image_layer.rgb)) == 3 else 1
-        self._set_running(True)
-        self.progress_bar.setRange(0, n)
-        self.progress_bar.setValue(0)
-        self.result.setText("")
-        self._bar = progress(total=n, desc=f"Segmenting {image_layer.name}")
+        self.result.value = ""
+        self._last_layer = None
+        self.status.value = f"Segmenting {image_layer.name} with {source.label} ..."
+        self.runner.start(
+            lambda report, stop: segment_task(source, volume, options, stop, report),
+            desc=f"Segmenting {image_layer.name}", total=n, on_report=self._on_report,
+            on_result=lambda result: self._on_result(result, image_layer, options),
+        )
+        return True
 
-        def target(report):
-            return segment_task(source, volume, stop=stop, report=report, **params)
-
-        self.worker = create_worker(reporting, target, stop, _start_thread=False)
-        self.worker.yielded.connect(self._on_yield)
-        self.worker.returned.connect(lambda outcome: self._on_returned(outcome, image_layer, params))
-        self.worker.aborted.connect(stop.set)
-        self.worker.aborted.connect(lambda: self._on_returned(Outcome(CANCELLED), image_layer, params))
-        self.worker.errored.connect(self._on_errored)
-        self.worker.finished.connect(self._on_finished)
-        self.status.setText(f"Segmenting {image_layer.name} with {source.label} ...")
-        self.worker.start()
-
-    def cancel(self) -> None:
+    def cancel(self, *_args) -> None:
         """Stop after the current batch; nothing is added."""
-        self._stop.set()
-        if self.worker is not None:
-            self.status.setText("Cancelling after the current batch ...")
-            self.cancel_button.setEnabled(False)
+        self.runner.stop()
+        if self.runner.running:
+            self.status.value = "Cancelling after the current batch ..."
+            self.cancel_button.enabled = False
+
+    @property
+    def worker(self):
+        """The running napari worker, or None."""
+        return self.runner.worker
 
     def _set_running(self, running: bool) -> None:
-        self.run_button.setEnabled(not running)
-        self.cancel_button.setEnabled(running)
+        self.run_button.enabled = not running
+        self.cancel_button.enabled = running
 
-    def _on_yield(self, item) -> None:
-        if self._outcome:  # a late report after the result arrived
-            return
-        if item[0] == "status":
-            self.status.setText(item[1])
-        elif item[0] == "progress":
-            done, total = item[1], item[2]
-            self.progress_bar.setRange(0, total)
-            self.progress_bar.setValue(done)
-            if not self._stop.is_set():
-                self.status.setText(f"Segmented {done} of {total} slices")
-            if self._bar is not None:  # last: napari's progress may process pending events
-                self._bar.update(done - self._bar.n)
+    def _on_report(self, record) -> None:
+        if isinstance(record, Status):
+            self.status.value = record.text
+        elif isinstance(record, Progress) and not self.runner.stopping:
+            self.status.value = f"Segmented {record.done} of {record.total} slices"
 
-    def _on_returned(self, outcome: Outcome, image_layer, params: dict) -> None:
-        if outcome.status == DONE:
-            labels, info = outcome.value
+    def _on_result(self, result: Result, image_layer, options: SegmentOptions) -> Outcome:
+        if result.outcome is Outcome.DONE:
+            labels, info = result.value
             try:
-                self._show_result(image_layer, labels, info, params)
-                self._outcome = DONE
+                self._show_result(image_layer, labels, info, options)
             except Exception as exc:  # noqa: BLE001 - e.g. the image layer was deleted
                 self._fail(readable_error(exc))
-                self._outcome = "error"
-        elif outcome.status == CANCELLED:
-            self.status.setText("Cancelled; no layer was added or changed.")
-            self._outcome = CANCELLED
-        else:
-            self._fail(readable_error(outcome.error))
-            self._outcome = "error"
+                return Outcome.ERROR
+            return Outcome.DONE
+        if result.outcome is Outcome.CANCELLED:
+            self.status.value = "Cancelled; no layer was added or changed."
+            return Outcome.CANCELLED
+        self._fail(readable_error(result.error))
+        return Outcome.ERROR
 
-    def _on_errored(self, exc) -> None:  # only for bugs in the generator itself
-        self._fail(readable_error(exc))
-        self._outcome = "error"
-
-    def _on_finished(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-        self.worker = None
-        self._set_running(False)
-        self.progress_bar.setRange(0, 1)
-        self.progress_bar.setValue(1 if self._outcome == DONE else 0)
-        outcome, self._outcome = self._outcome or "error", ""
-        self.run_finished.emit(outcome)
-
-    def _fail(self, message: str) -> None:
-        self.status.setText(message)
+    def _fail(self, message: str) -> bool:
+        self.status.value = message
         show_error(message)
+        return False
 
-    def _show_result(self, image_layer, labels: np.ndarray, info: dict, params: dict) -> None:
-        meta = segmentation_metadata(info, threshold=params["threshold"], min_size=params["min_size"],
+    def _show_result(self, image_layer, labels: np.ndarray, info: dict, options: SegmentOptions) -> None:
+        meta = segmentation_metadata(info, threshold=options.threshold, min_size=options.min_size,
                                      image_layer=image_layer, labels=labels)
+        meta["settings"] = options.as_metadata()
         existing = self._existing_result(image_layer)
         edited_meanwhile = existing is not None and labels_digest(existing.data) != self._digest_at_start
         if edited_meanwhile and not self._may_replace(existing):
-            self.status.setText("Kept the edited segmentation; the new result was dropped.")
+            self.status.value = "Kept the edited segmentation; the new result was dropped."
             return
         scale, translate = tuple(image_layer.scale), tuple(image_layer.translate)
         if existing is not None:
-            existing.data = labels
+            self._undo = _Undo(existing, meta["digest"])
+            _replace_labels(existing, labels)
             existing.scale, existing.translate = scale, translate
             existing.metadata = meta  # replaced as a whole so that the change is evented
-            layer = existing
-            verb = "Updated"
+            layer, verb = existing, "Updated"
         else:
             from napari.utils.colormaps import DirectLabelColormap
 
+            self._undo = None
             layer = self.viewer.add_labels(
                 labels, name=self.result_layer_name(image_layer), scale=scale, translate=translate,
                 metadata=meta, opacity=0.6, colormap=DirectLabelColormap(color_dict=SEGMENTATION_COLORS),
             )
             verb = "Added"
-        summary = volume_summary(labels, scale)
-        self.result.setText(f"{format_volume(summary)}\nModel: {meta['model']} {meta['version']}".strip())
-        self.status.setText(f"{verb} '{layer.name}'.")
-        show_info(f"{verb} '{layer.name}': {format_volume(summary)}")
+            self._reference_as_contour(layer)
+        self.undo_button.enabled = self._undo is not None
+        self._last_layer = layer
+        self._watch(layer)
+        self.status.value = f"{verb} '{layer.name}'."
+        show_info(f"{verb} '{layer.name}': {format_volume(volume_summary(labels, scale))}")
+
+    def _reference_as_contour(self, seg) -> None:
+        """Draw a ground truth of the same shape as an outline, so that differences show."""
+        for layer in self.viewer.layers:
+            if (isinstance(layer, Labels) and layer is not seg and layer.name.startswith(GROUND_TRUTH)
+                    and layer.data.shape == seg.data.shape and layer.contour == 0):
+                layer.contour = 1
+
+    # ------------------------------------------------------------------ volume and undo
+    def _watch(self, layer) -> None:
+        """Keep the volume shown in sync with the layer, hand edits included."""
+        if self._watched is not None and self._watched is not layer:
+            for ev in (self._watched.events.paint, self._watched.events.data):
+                ev.disconnect(self._update_volume)
+        if self._watched is not layer:
+            layer.events.paint.connect(self._update_volume)
+            layer.events.data.connect(self._update_volume)
+        self._watched = layer
+        self._update_volume()
+
+    def _update_volume(self, *_args) -> None:
+        layer = self._watched
+        if layer is None:
+            return
+        meta = layer.metadata or {}
+        text = format_volume(volume_summary(np.asarray(layer.data), tuple(layer.scale)))
+        if was_edited(layer):
+            text += " (now, after edits)"
+        model = f"{meta.get('model', '')} {meta.get('version', '')}".strip()
+        try:
+            self.result.value = f"{text}\nModel: {model}".strip()
+        except RuntimeError:  # the widget is gone
+            pass
+
+    def undo_last_run(self, *_args) -> bool:
+        """Bring back the labels (and metadata) that the last run replaced."""
+        undo = self._undo
+        if undo is None or undo.layer not in self.viewer.layers:
+            self._undo = None
+            self.undo_button.enabled = False
+            return self._fail("Nothing to undo: the last run did not replace a layer that is still open")
+        layer = undo.layer
+        if labels_digest(layer.data) != undo.result_digest and not self.confirm(
+            "Undo the last run?", f"'{layer.name}' was edited since the last run; undoing loses those edits. "
+            "Continue?"):
+            return False
+        layer.data = undo.data
+        layer.metadata = undo.metadata
+        self._undo = None
+        self.undo_button.enabled = False
+        self._update_volume()
+        self.status.value = f"Restored '{layer.name}' as it was before the last run."
+        return True
