@@ -339,8 +339,8 @@ def test_segment_kaggle_folder_in_numeric_order(tmp_path, capsys, flair_model_32
     rows = labels.any(axis=2).sum(axis=1)
     assert rows.tolist() == [2 * k for k in range(1, 11)]
     voxels = sum(2 * k * 32 for k in range(1, 11))
-    assert f"abnormality volume: {voxels} voxels in 10 of 10 slices" in stdout
-    assert f"{voxels * 1.25:.1f} mm^3" in stdout
+    assert f"abnormality volume: {voxels:,} voxels in 10 of 10 slices" in stdout
+    assert f", {voxels * 1.25:,.1f} mm^3 ({voxels * 1.25 / 1000:,.2f} ml)" in stdout
     assert "Dice vs ground truth: 1.000" in stdout
     assert str(out) in stdout
     assert not list(tmp_path.glob(".labels*"))

@@ -169,13 +169,10 @@ _positive_float = _number(float, lambda v: v > 0, "must be greater than 0")
 
 
 def _volume_lines(labels, voxel_size) -> str:
-    from .core.metrics import abnormality_volume
+    from .core.metrics import abnormality_volume, format_volume
 
     vol = abnormality_volume(labels, voxel_size)
-    text = f"abnormality volume: {vol['voxels']} voxels in {vol['slices']} of {labels.shape[0]} slices"
-    if vol["mm3"] is not None:
-        text += f", {vol['mm3']:.1f} mm^3 ({vol['mm3'] / 1000:.2f} ml)"
-    return text
+    return "abnormality volume: " + format_volume(vol, int(labels.shape[0]), ascii=True)
 
 
 def _scores_line(truth, pred) -> str:

@@ -167,3 +167,18 @@ def test_geometry_metadata_round_trip():
     assert np.array_equal(g2.to_source(g2.to_kaggle(src)), src)
     with pytest.raises(InputError, match="singular"):
         Geometry.from_affine(np.zeros((4, 4)), (2, 2, 2))
+
+
+def test_parse_voxel_size_typed_by_a_user():
+    import pytest
+
+    from napari_lgg_seg.core.errors import InputError
+    from napari_lgg_seg.core.geometry import parse_voxel_size
+
+    assert parse_voxel_size("3, 0.5, 0.5") == (3.0, 0.5, 0.5)
+    assert parse_voxel_size(" 3 0.5;0.5 ") == (3.0, 0.5, 0.5)
+    assert parse_voxel_size("1.5") == (1.5, 1.5, 1.5)
+    assert parse_voxel_size("") is None and parse_voxel_size("0") is None and parse_voxel_size(None) is None
+    for bad in ("3, 0.5", "a, b, c", "3, -1, 1", "3, 0, 1"):
+        with pytest.raises(InputError, match="voxel size"):
+            parse_voxel_size(bad)

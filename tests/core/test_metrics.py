@@ -41,3 +41,17 @@ def test_abnormality_volume():
     v = abnormality_volume(lab, voxel_size=(2.0, 0.5, 0.5))
     assert v == {"voxels": 5, "slices": 2, "mm3": pytest.approx(2.5)}
     assert abnormality_volume(lab)["mm3"] is None
+
+
+def test_one_volume_formatter_for_cli_and_widgets():
+    from napari_lgg_seg.core.metrics import format_volume
+
+    lab = np.zeros((36, 8, 8), np.uint8)
+    lab[3:8, :4, :4] = 1  # 80 voxels in 5 slices
+    assert format_volume(abnormality_volume(lab)) == "80 voxels in 5 slices"
+    with_mm = abnormality_volume(lab, (3.0, 0.5, 0.5))
+    assert format_volume(with_mm, 36) == "80 voxels in 5 of 36 slices, 60.0 mm³ (0.06 ml)"
+    assert format_volume(with_mm, 36, ascii=True).endswith("60.0 mm^3 (0.06 ml)")
+    one = np.zeros((1, 4, 4), np.uint8)
+    one[0, 0, :2] = 1
+    assert format_volume(abnormality_volume(one, (1, 2000, 1)), 1) == "2 voxels in 1 of 1 slice, 4,000.0 mm³ (4.00 ml)"

@@ -113,3 +113,12 @@ def test_resolve_postprocessing_overrides():
         resolve_postprocessing(m, 1.0)
     with pytest.raises(InputError, match="post-processing must be"):
         resolve_postprocessing(m, postprocess="largest-ish")
+
+
+def test_settings_described_for_the_widget():
+    from napari_lgg_seg.core.postprocess import describe_settings, info_defaults
+
+    assert describe_settings(0.5, NONE) == "threshold 0.5; no post-processing"
+    t, post = info_defaults({"threshold": 0.45, "postprocessing": {"mode": "peak", "min_probability": 0.9}})
+    assert describe_settings(t, post) == "threshold 0.45; keep components with peak probability >= 0.9"
+    assert info_defaults(None) == (0.5, NONE)

@@ -20,7 +20,7 @@ def test_volume_summary_and_text():
     assert _layers.format_volume(s) == "Abnormality: 7 voxels in 2 slices"
     s = _layers.volume_summary(lab, (2.5, 0.5, 0.5))
     assert s["mm3"] == pytest.approx(7 * 0.625)
-    assert "(4.4 mm³, 0.00 ml)" in _layers.format_volume(s)
+    assert _layers.format_volume(s) == "Abnormality: 7 voxels in 2 slices, 4.4 mm³ (0.00 ml)"
 
 
 def test_digest_detects_edits():

@@ -9,6 +9,7 @@ resampling), and labels go back to the source's own voxel grid, so they keep its
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,3 +127,21 @@ def check_voxel_size(voxel_size) -> tuple[float, float, float]:
     if len(vs) != 3 or not all(np.isfinite(v) and 0 < v < 1e6 for v in vs):
         raise InputError(f"voxel size {voxel_size!r} must be three finite numbers above 0 (mm)")
     return vs
+
+
+def parse_voxel_size(text: str | None) -> tuple[float, float, float] | None:
+    """A voxel size typed by a user: ``"Z, Y, X"`` or one number for all three (mm);
+    empty or 0 means unknown (None)."""
+    t = (text or "").strip()
+    parts = [v for v in re.split(r"[,;\s]+", t) if v]
+    try:
+        values = [float(v) for v in parts]
+    except ValueError:
+        raise InputError(f"voxel size {t!r} is not numbers; type 'Z, Y, X' in mm, e.g. '3, 0.5, 0.5'") from None
+    if not values or all(v == 0 for v in values):
+        return None
+    if len(values) == 1:
+        values *= 3
+    if len(values) != 3:
+        raise InputError(f"voxel size {t!r} needs three numbers 'Z, Y, X' (mm) or one for all three")
+    return check_voxel_size(values)

@@ -66,3 +66,15 @@ def abnormality_volume(labels: np.ndarray, voxel_size: Sequence[float] | None = 
     if voxel_size is not None:
         out["mm3"] = float(voxels * float(np.prod(voxel_size)))
     return out
+
+
+def format_volume(summary: dict, total_slices: int | None = None, *, ascii: bool = False) -> str:
+    """One line for an ``abnormality_volume`` summary, e.g.
+    ``1,234 voxels in 5 of 36 slices, 370.2 mm³ (0.37 ml)`` (``mm^3`` when ``ascii``);
+    the volume only when the voxel size is known."""
+    n = summary["slices"]
+    of = f" of {total_slices}" if total_slices is not None else ""
+    text = f"{summary['voxels']:,} voxels in {n}{of} slice{'s' if (total_slices or n) != 1 else ''}"
+    if summary.get("mm3") is not None:
+        text += f", {summary['mm3']:,.1f} {'mm^3' if ascii else 'mm³'} ({summary['mm3'] / 1000:,.2f} ml)"
+    return text

@@ -70,10 +70,21 @@ class PostProcessing:
 NONE = PostProcessing()
 
 
+def info_defaults(info: dict | None) -> tuple[float, PostProcessing]:
+    """Threshold and post-processing of a model's metadata (``model.json``), else 0.5 / none."""
+    info = info or {}
+    return float(info.get("threshold", DEFAULT_THRESHOLD)), PostProcessing.from_dict(info.get("postprocessing"))
+
+
 def model_defaults(model) -> tuple[float, PostProcessing]:
     """Threshold and post-processing stored with a model (its ``lgg_info``), else 0.5 / none."""
-    info = getattr(model, "lgg_info", None) or {}
-    return float(info.get("threshold", DEFAULT_THRESHOLD)), PostProcessing.from_dict(info.get("postprocessing"))
+    return info_defaults(getattr(model, "lgg_info", None))
+
+
+def describe_settings(threshold: float, post: PostProcessing) -> str:
+    """e.g. ``threshold 0.5; keep components with peak probability >= 0.9``."""
+    text = post.describe()
+    return f"threshold {threshold:g}; " + ("no post-processing" if text == "none" else text)
 
 
 def _label(mask: np.ndarray) -> tuple[np.ndarray, int]:

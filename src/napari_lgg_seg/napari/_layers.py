@@ -16,6 +16,7 @@ import numpy as np
 
 from ..core.errors import InputError, LGGSegError
 from ..core.io import PatientStack
+from ..core import metrics
 from ..core.metrics import abnormality_volume
 
 GROUND_TRUTH = "ground truth"
@@ -247,11 +248,8 @@ def volume_summary(labels: np.ndarray, scale: Sequence[float]) -> dict:
 
 
 def format_volume(summary: dict) -> str:
-    text = f"Abnormality: {summary['voxels']:,} voxels"
-    if summary.get("mm3") is not None:
-        text += f" ({summary['mm3']:,.1f} mm³, {summary['mm3'] / 1000:,.2f} ml)"
-    n = summary["slices"]
-    return text + f" in {n} slice{'s' if n != 1 else ''}"
+    """``Abnormality: <core.metrics.format_volume>`` for the widgets."""
+    return "Abnormality: " + metrics.format_volume(summary)
 
 
 def readable_error(exc: BaseException) -> str:
