@@ -257,14 +257,17 @@ def test_settings_persist_across_widgets_and_reset(make_napari_viewer, settings_
 
     _models.MODELS.reset()  # as after a restart: only the bundled model is known
     second = type(first)(viewer)  # a new napari session's widget
-    assert second.options().core_kwargs() == {"threshold": 0.35, "batch_size": 2, "min_size": 12, "flip_tta": True}
+    assert second.options().core_kwargs() == {"threshold": 0.35, "postprocess": None, "batch_size": 2,
+                                               "min_size": 12, "flip_tta": True}
     assert second.model.value.path == str(tiny_model_path.resolve())  # the model file came back too
 
     second.reset_button.native.click()
-    assert second.options().core_kwargs() == {"threshold": 0.5, "batch_size": 8, "min_size": 0, "flip_tta": False}
+    # the defaults: the model's own threshold and post-processing
+    assert second.options().core_kwargs() == {"threshold": None, "postprocess": None, "batch_size": 8,
+                                               "min_size": None, "flip_tta": False}
     assert not (settings_dir / "segment.json").exists()
     third = type(first)(viewer)
-    assert third.threshold.value == pytest.approx(0.5)
+    assert third.threshold.value == 0 and third.threshold.native.text() == "model's own"
 
 
 def test_undo_last_run_restores_hand_edits(qtbot, setup):

@@ -1,7 +1,8 @@
 """magicgui forms generated from Qt-free dataclasses, and settings that survive a restart.
 
 A form is one magicgui value widget per dataclass field, named like the field. How a
-field is shown (label, range, step, choices, tooltip, "0 means None") comes from a spec:
+field is shown (label, range, step, choices, tooltip, "0 means None" and the text a
+spin box shows for it) comes from a spec:
 the field's ``metadata["widget"]`` or a dict passed in (for dataclasses of the core,
 which know nothing of widgets). ``SettingsStore`` keeps the values as JSON in the user's
 config folder (``NAPARI_LGG_SEG_SETTINGS_DIR`` overrides it; the tests point it at a
@@ -25,7 +26,7 @@ from magicgui.widgets.bases import ValueWidget
 SETTINGS_ENV = "NAPARI_LGG_SEG_SETTINGS_DIR"
 
 # spec keys understood here; everything else goes to magicgui's ``options``
-_OWN_KEYS = {"label", "widget_type", "none_if", "tooltip", "annotation", "default"}
+_OWN_KEYS = {"label", "widget_type", "none_if", "none_text", "tooltip", "annotation", "default"}
 
 
 def _plain_type(annotation: Any) -> tuple[Any, bool]:
@@ -52,6 +53,8 @@ def field_widget(f: dataclasses.Field, annotation: Any, spec: Mapping[str, Any])
         widget_type=spec.get("widget_type"), options=options,
     )
     widget._lgg_none_if = spec.get("none_if") if optional else dataclasses.MISSING  # type: ignore[attr-defined]
+    if "none_text" in spec and hasattr(widget.native, "setSpecialValueText"):
+        widget.native.setSpecialValueText(spec["none_text"])  # a spin box's minimum shows as this text
     return widget
 
 

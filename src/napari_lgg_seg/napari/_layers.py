@@ -16,6 +16,7 @@ import numpy as np
 
 from ..core.errors import InputError, LGGSegError
 from ..core.io import PatientStack
+from ..core.postprocess import PostProcessing
 from ..core import metrics
 from ..core.metrics import abnormality_volume
 
@@ -149,6 +150,18 @@ def image_volume(layer) -> np.ndarray:
     return data
 
 
+def layer_stack(layer) -> PatientStack:
+    """An image layer as a ``PatientStack`` (its data, name, voxel size and source geometry
+    from the metadata), e.g. for ``core.sequences.stack_sequences``."""
+    from ..core.geometry import Geometry
+
+    meta = getattr(layer, "metadata", None) or {}
+    geo = Geometry.from_metadata(meta["geometry"]) if meta.get("geometry") else None
+    vs = meta.get("voxel_size")
+    return PatientStack(image=image_volume(layer), mask=None, patient_id=f"layer '{layer.name}'", source=None,
+                        voxel_size=tuple(float(v) for v in vs) if vs else None, geometry=geo)
+
+
 def spatial_shape(layer) -> tuple[int, ...]:
     data = layer.data
     shape = tuple(data.shape)
@@ -214,9 +227,17 @@ def labels_digest(data) -> str:
 
 
 def segmentation_metadata(
-    model_info: dict, *, threshold: float, min_size: int, image_layer, labels: np.ndarray
+    model_info: dict, *, threshold: float, min_size: int, image_layer, labels: np.ndarray,
+    postprocessing: PostProcessing | None = None, voxel_size: Sequence[float] | None = None,
 ) -> dict:
-    """Metadata stored on a segmentation layer (and read back by the writers)."""
+    """Metadata stored on a segmentation layer (and read back by the writers): model,
+    the threshold and post-processing the run used, image, time, digest and geometry
+    (``voxel_size`` given here wins over the image's)."""
+    extra: dict = {}
+    if postprocessing is not None:
+        extra = {"postprocessing": postprocessing.describe(), "postprocessing_settings": postprocessing.to_dict()}
+    if voxel_size is not None:
+        extra["voxel_size"] = [float(v) for v in voxel_size]
     return {
         "model": str(model_info.get("name", "unknown")),
         "version": str(model_info.get("version", "")),
@@ -228,6 +249,7 @@ def segmentation_metadata(
         "digest": labels_digest(labels),
         **{k: v for k, v in (getattr(image_layer, "metadata", None) or {}).items()
            if k in ("voxel_size", "geometry")},
+        **extra,
     }
 
 

@@ -107,3 +107,35 @@ def load(source: ModelSource):
             _CACHE[key] = model
     return model
 
+
+
+def _bundled_config() -> Path:
+    """The bundled model.json (core.model's, when TensorFlow is already loaded)."""
+    import sys
+
+    core_model = sys.modules.get("napari_lgg_seg.core.model")
+    if core_model is not None:
+        return Path(core_model.BUNDLED_CONFIG)
+    return Path(__file__).resolve().parent.parent / "bundled" / "model.json"
+
+
+def own_settings(source: ModelSource):
+    """(threshold, PostProcessing) that a source's model was chosen with, without loading
+    it (no TensorFlow): a loaded model's ``lgg_info``, the bundled ``model.json``, and
+    for a ``.keras`` file (no such metadata) 0.5 and none. None when unreadable."""
+    import json
+
+    from ..core.errors import InputError
+    from ..core.postprocess import info_defaults, model_defaults
+
+    with _CACHE_LOCK:
+        cached = [m for k, m in _CACHE.items() if k[0] == (None if source.is_bundled else source.path)]
+    try:
+        if cached:
+            return model_defaults(cached[-1])
+        if not source.is_bundled:
+            return info_defaults(None)
+        return info_defaults(json.loads(_bundled_config().read_text()))
+    except (OSError, ValueError, InputError):
+        return None
+

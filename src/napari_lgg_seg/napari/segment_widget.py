@@ -9,7 +9,9 @@ From napari's console::
     seg = w.segment(threshold=0.4)     # the same, blocking, in one call
 
 The value widgets are generated from ``SegmentOptions``; ``options()`` turns them into
-the one object the core call is built from.
+the one object the core call is built from. ``image`` is the FLAIR (grey) or a kaggle RGB
+layer; ``pre_contrast`` and ``post_contrast`` optionally add grey layers of the FLAIR's
+shape as the other two channels (``core.sequences.stack_sequences``).
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ from ._layers import (
     format_volume,
     image_volume,
     labels_digest,
+    layer_stack,
     readable_error,
+    spatial_shape,
     segmentation_metadata,
     volume_summary,
     was_edited,
@@ -44,19 +48,30 @@ from ._qt_common import ask_yes_no
 from ._tasks import Outcome, Progress, Result, Status, TaskRunner
 from .segment_options import SegmentOptions
 
+SEQUENCES = ("pre_contrast", "post_contrast")
+
 
 def _is_segmentable(layer) -> bool:
     return isinstance(layer, Image) and not layer.multiscale and layer.ndim in (2, 3)
 
 
-def segment_task(source, volume: np.ndarray, options: SegmentOptions, stop: threading.Event,
-                 report: Callable) -> tuple[np.ndarray, dict]:
-    """Load the model and segment; runs off the GUI thread. Reports ``Status`` and
-    ``Progress``; raises Cancelled when ``stop`` is set."""
+def segment_task(source, volume, options: SegmentOptions, stop: threading.Event, report: Callable,
+                 pre_contrast=None, post_contrast=None) -> tuple[np.ndarray, dict, tuple]:
+    """Stack the sequences, load the model and segment; runs off the GUI thread.
+
+    ``volume`` is an array, or the FLAIR's ``PatientStack`` when ``pre_contrast`` or
+    ``post_contrast`` (PatientStacks) are given. Reports ``Status`` and ``Progress``;
+    raises Cancelled when ``stop`` is set. Returns the labels, the model's info and the
+    (threshold, PostProcessing) the run used."""
     from ..core.errors import Cancelled
-    from ..core.inference import segment_volume
+    from ..core.inference import resolve_postprocessing, segment_volume
     from ..core.model import model_info
 
+    if pre_contrast is not None or post_contrast is not None:
+        from ..core.sequences import stack_sequences
+
+        volume = stack_sequences(volume, pre_contrast, post_contrast).image
+    kwargs = options.core_kwargs()
     report(Status(f"Loading {source.label} ..."))
     model = _models.load(source)
     if stop.is_set():
@@ -66,8 +81,9 @@ def segment_task(source, volume: np.ndarray, options: SegmentOptions, stop: thre
         report(Progress(done, total))
         return not stop.is_set()
 
-    labels = segment_volume(volume, model, progress=on_batch, **options.core_kwargs())
-    return labels, model_info(model)
+    used = resolve_postprocessing(model, kwargs["threshold"], kwargs["postprocess"], kwargs["min_size"])
+    labels = segment_volume(volume, model, progress=on_batch, **kwargs)
+    return labels, model_info(model), used
 
 
 def _replace_labels(layer, labels: np.ndarray) -> None:
@@ -107,8 +123,13 @@ class SegmentWidget(Container):
         self.confirm: Callable[[str, str], bool] = lambda title, text: ask_yes_no(self.native, title, text)
         self.image = ComboBox(name="image", label="image", choices=self._image_choices,
                               tooltip="The MRI layer to segment: RGB (Z, Y, X, 3) or grey (Z, Y, X)")
+        self.pre_contrast = ComboBox(name="pre_contrast", label="pre-contrast", choices=self._sequence_choices,
+                                     tooltip="Optional grey layer of the FLAIR's shape (not with an RGB image)")
+        self.post_contrast = ComboBox(name="post_contrast", label="post-contrast", choices=self._sequence_choices,
+                                      tooltip="Optional grey layer of the FLAIR's shape (not with an RGB image)")
         self.model = ComboBox(name="model", label="model", choices=self._model_choices,
                               tooltip="The bundled U-Net, a .keras file, or a model trained in the Train widget")
+        self.model_defaults = Label(name="model_defaults", value="", label="")
         self.model_file = FileEdit(name="model_file", label="model file", mode="r", filter="*.keras",
                                    tooltip="Add a .keras model file to the model choices")
         self.option_widgets = dataclass_widgets(SegmentOptions)
@@ -127,12 +148,12 @@ class SegmentWidget(Container):
                          labels=False, name="more_buttons", label="")
         for w in buttons, more:
             w.margins = (0, 0, 0, 0)
-        self.form = Container(widgets=[self.image, self.model, self.model_file, *self.option_widgets],
-                              name="form")
+        self.form = Container(widgets=[self.image, self.pre_contrast, self.post_contrast, self.model,
+                                       self.model_file, self.model_defaults, *self.option_widgets], name="form")
         self.form.margins = (0, 0, 0, 0)
         super().__init__(widgets=[self.form, buttons, more, self.progress_bar, self.status, self.result],
                          labels=False, scrollable=True)  # scrolls rather than overflow a small screen
-        for label in (self.status, self.result):
+        for label in (self.status, self.result, self.model_defaults):
             label.native.setWordWrap(True)
         self._widget._mgui_get_native_widget().layout().addStretch(1)  # rows at the top, not spread out
         self.native.setMinimumHeight(110)
@@ -151,6 +172,12 @@ class SegmentWidget(Container):
         self.undo_button.changed.connect(self.undo_last_run)
         self.reset_button.changed.connect(self.reset_settings)
         self.runner.running_changed.connect(self._set_running)
+        self.image.changed.connect(self._reset_sequence_choices)
+        self.model.changed.connect(self._show_model_defaults)
+        self.postprocess.changed.connect(self._enable_probability)
+        self._reset_sequence_choices()
+        self._show_model_defaults()
+        self._enable_probability()
         self.runner.finished.connect(lambda outcome: self.run_finished.emit(outcome.value))
         _models.MODELS.changed.connect(self._refresh_models)
         for event in ("inserted", "removed", "moved", "reordered"):
@@ -180,11 +207,15 @@ class SegmentWidget(Container):
         """Set value widgets by name (``image=layer, threshold=0.6``) and start a run.
 
         The run goes on in the background; ``wait()`` blocks until it ends."""
-        for name, value in values.items():
+        for name in sorted(values, key=lambda n: n != "image"):  # the sequences' choices follow the image
+            value = values[name]
             widget = self._value_widget(name)
             if name == "model" and isinstance(value, (str, Path)):
                 self.add_model_file(value)
                 continue
+            if name in SEQUENCES and value is not None and value not in widget.choices:
+                self._fail(self._sequence_refusal(name, value))
+                return
             widget.value = value
         self.run()
 
@@ -201,7 +232,7 @@ class SegmentWidget(Container):
         return self._last_layer if outcome is Outcome.DONE else None
 
     def _value_widget(self, name: str):
-        names = ["image", "model", "model_file", *(w.name for w in self.option_widgets)]
+        names = ["image", *SEQUENCES, "model", "model_file", *(w.name for w in self.option_widgets)]
         if name not in names:
             raise TypeError(f"Segment widget has no setting {name!r}; settings are: {', '.join(names)}")
         return getattr(self, name)
@@ -214,6 +245,59 @@ class SegmentWidget(Container):
     # ------------------------------------------------------------------ choices
     def _image_choices(self, _widget=None) -> list[tuple[str, Any]]:
         return [(layer.name, layer) for layer in reversed(self.viewer.layers) if _is_segmentable(layer)]
+
+    def _sequence_choices(self, _widget=None) -> list[tuple[str, Any]]:
+        """'none', then the grey image layers of the FLAIR's shape (none with an RGB image)."""
+        image = self.image.value if hasattr(self, "image") else None
+        none = [("none", None)]
+        if image is None or image.rgb:
+            return none
+        shape = spatial_shape(image)
+        return none + [(layer.name, layer) for layer in reversed(self.viewer.layers)
+                       if _is_segmentable(layer) and not layer.rgb and layer is not image
+                       and spatial_shape(layer) == shape]
+
+    def _sequence_refusal(self, name: str, layer) -> str:
+        """Why a layer cannot be the pre-/post-contrast of the chosen image."""
+        what = name.replace("_", "-")
+        image = self.image.value
+        lname = getattr(layer, "name", repr(layer))
+        if image is None:
+            return f"Choose the FLAIR image layer before the {what}"
+        if image.rgb:
+            return f"'{image.name}' is RGB and holds all three sequences: leave {what} at 'none'"
+        if not _is_segmentable(layer) or layer.rgb:
+            return f"'{lname}' cannot be the {what}: it must be a grey image layer (Z, Y, X)"
+        if spatial_shape(layer) != spatial_shape(image):
+            return (f"'{lname}' of shape {spatial_shape(layer)} cannot be the {what} of '{image.name}' "
+                    f"of shape {spatial_shape(image)}: sequences must share the FLAIR's grid (we do not register)")
+        return f"'{lname}' cannot be the {what} of '{image.name}'"
+
+    def _reset_sequence_choices(self, *_args) -> None:
+        rgb = bool(getattr(self.image.value, "rgb", False))
+        try:
+            for w in (self.pre_contrast, self.post_contrast):
+                w.reset_choices()
+                w.enabled = not rgb
+        except RuntimeError:  # the Qt widget is gone
+            pass
+
+    def _show_model_defaults(self, *_args) -> None:
+        """Say what the model's own threshold and post-processing are."""
+        from ..core.postprocess import describe_settings
+
+        source = self.model.value
+        own = _models.own_settings(source) if source is not None else None
+        text = f"Model's own: {describe_settings(*own)}" if own else "Model's own: unknown (model.json unreadable)"
+        if source is not None and not source.is_bundled and own is not None:
+            text += " (a .keras file stores none)"
+        try:
+            self.model_defaults.value = text
+        except RuntimeError:
+            pass
+
+    def _enable_probability(self, *_args) -> None:
+        self.min_probability.enabled = self.postprocess.value in ("peak", "mean")
 
     def _model_choices(self, _widget=None) -> list[tuple[str, Any]]:
         return [(src.label, src) for src in _models.MODELS.items()]
@@ -228,7 +312,8 @@ class SegmentWidget(Container):
         try:
             self.image.reset_choices()
         except RuntimeError:  # the Qt widget is gone
-            pass
+            return
+        self._reset_sequence_choices()
 
     def _refresh_models(self) -> None:
         try:
@@ -290,8 +375,15 @@ class SegmentWidget(Container):
         if source is None:
             return self._fail("Choose a model")
         try:
-            volume = image_volume(image_layer)
             options = self.options()
+            options.core_kwargs()  # refuse bad combinations here, not in the worker
+            voxel = options.voxel_mm()
+            sequences = [getattr(self, n).value for n in SEQUENCES]
+            if image_layer.rgb or not any(s is not None for s in sequences):
+                volume, sequences = image_volume(image_layer), [None, None]
+            else:
+                volume = layer_stack(image_layer)
+                sequences = [layer_stack(s) if s is not None else None for s in sequences]
         except (LGGSegError, TypeError, ValueError) as exc:
             return self._fail(readable_error(exc))
         existing = self._existing_result(image_layer)
@@ -302,13 +394,32 @@ class SegmentWidget(Container):
         n = volume.shape[0] if volume.ndim - int(bool(image_layer.rgb)) == 3 else 1
         self.result.value = ""
         self._last_layer = None
-        self.status.value = f"Segmenting {image_layer.name} with {source.label} ..."
+        note = self._apply_voxel_size(image_layer, voxel)
+        self.status.value = f"Segmenting {image_layer.name} with {source.label} ...{note}"
         self.runner.start(
-            lambda report, stop: segment_task(source, volume, options, stop, report),
+            lambda report, stop: segment_task(source, volume, options, stop, report, *sequences),
             desc=f"Segmenting {image_layer.name}", total=n, on_report=self._on_report,
             on_result=lambda result: self._on_result(result, image_layer, options),
         )
         return True
+
+    def _apply_voxel_size(self, image_layer, voxel) -> str:
+        """Set the typed voxel size as the scale of the image and of the layers on its grid
+        (ground truth, sequences) that share its scale; an image whose file gives a voxel
+        size keeps it. Returns a note for the status."""
+        own = (image_layer.metadata or {}).get("voxel_size")
+        if voxel is None:
+            return ""
+        if own is not None:
+            return f" (its file's voxel size {tuple(own)} mm is used, not the one typed)"
+        old = tuple(image_layer.scale)
+        scale = tuple(voxel)[-len(old):]
+        shape = spatial_shape(image_layer)
+        for layer in self.viewer.layers:
+            if (layer is image_layer or (tuple(layer.scale) == old and len(old) == layer.ndim
+                                         and spatial_shape(layer) == shape)):
+                layer.scale = scale
+        return ""
 
     def cancel(self, *_args) -> None:
         """Stop after the current batch; nothing is added."""
@@ -334,9 +445,10 @@ class SegmentWidget(Container):
 
     def _on_result(self, result: Result, image_layer, options: SegmentOptions) -> Outcome:
         if result.outcome is Outcome.DONE:
-            labels, info = result.value
+            labels, info, used = result.value
             try:
-                self._show_result(image_layer, labels, info, options)
+                self._show_result(image_layer, labels, info, options, used)
+                self._show_model_defaults()  # the loaded model's own, now known for sure
             except Exception as exc:  # noqa: BLE001 - e.g. the image layer was deleted
                 self._fail(readable_error(exc))
                 return Outcome.ERROR
@@ -352,9 +464,13 @@ class SegmentWidget(Container):
         show_error(message)
         return False
 
-    def _show_result(self, image_layer, labels: np.ndarray, info: dict, options: SegmentOptions) -> None:
-        meta = segmentation_metadata(info, threshold=options.threshold, min_size=options.min_size,
-                                     image_layer=image_layer, labels=labels)
+    def _show_result(self, image_layer, labels: np.ndarray, info: dict, options: SegmentOptions,
+                     used: tuple) -> None:
+        threshold, post = used
+        own_voxel = (image_layer.metadata or {}).get("voxel_size")
+        typed = options.voxel_mm() if own_voxel is None and labels.ndim == 3 else None
+        meta = segmentation_metadata(info, threshold=threshold, min_size=post.min_size, image_layer=image_layer,
+                                     labels=labels, postprocessing=post, voxel_size=typed)
         meta["settings"] = options.as_metadata()
         existing = self._existing_result(image_layer)
         edited_meanwhile = existing is not None and labels_digest(existing.data) != self._digest_at_start
@@ -412,6 +528,11 @@ class SegmentWidget(Container):
         if was_edited(layer):
             text += " (now, after edits)"
         model = f"{meta.get('model', '')} {meta.get('version', '')}".strip()
+        if "threshold" in meta and "postprocessing" in meta:
+            from ..core.postprocess import PostProcessing, describe_settings
+
+            post = PostProcessing.from_dict(meta.get("postprocessing_settings"))
+            model += f"; {describe_settings(meta['threshold'], post)}"
         try:
             self.result.value = f"{text}\nModel: {model}".strip()
         except RuntimeError:  # the widget is gone
