@@ -391,7 +391,7 @@ class SegmentWidget(Container):
             self.status.value = "Kept the edited segmentation; nothing was run."
             return False
         self._digest_at_start = labels_digest(existing.data) if existing is not None else None
-        n = volume.shape[0] if volume.ndim - int(bool(image_layer.rgb)) == 3 else 1
+        n = spatial_shape(image_layer)[0] if len(spatial_shape(image_layer)) == 3 else 1
         self.result.value = ""
         self._last_layer = None
         note = self._apply_voxel_size(image_layer, voxel)

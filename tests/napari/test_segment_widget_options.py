@@ -1,0 +1,210 @@
+"""Segment widget: the model's own post-processing, optional sequences and voxel size,
+driven as a console user does, with fake models (no training, no TensorFlow inference)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_lgg_seg.napari import _models
+
+from .conftest import PID
+
+TIMEOUT = 120
+
+
+class ProbModel:
+    """Predicts the FLAIR channel (after the widget's preprocessing) as the probability and
+    records its input batches; carries metadata like the bundled model."""
+
+    input_shape = (None, 32, 32, 3)
+    name = "fake"
+
+    def __init__(self, info: dict | None = None) -> None:
+        self.lgg_info = {"name": "fake", "version": "2.0", **(info or {})}
+        self.batches: list[np.ndarray] = []
+
+    def predict_on_batch(self, x):
+        self.batches.append(np.array(x))
+        return x[..., 1:2]
+
+
+OWN = {"threshold": 0.4, "postprocessing": {"mode": "largest", "min_size": 0, "min_probability": 0.0}}
+
+
+def use_as_bundled(model) -> None:
+    """Make ``model`` the loaded bundled model, as after a first run."""
+    _models._CACHE[_models._cache_key(_models.BUNDLED_SOURCE)] = model
+
+
+def blobs() -> np.ndarray:
+    """A grey (4, 32, 32) volume: a big bright cube (probability 1), a small bright cube (1)
+    and a dim cube (0.6 after scaling by the bright value)."""
+    vol = np.zeros((4, 32, 32), np.uint8)
+    vol[0:4, 2:12, 2:12] = 250   # 400 voxels
+    vol[1:3, 20:23, 20:23] = 250  # 18 voxels
+    vol[1:3, 20:25, 2:7] = 150   # 50 voxels, probability 0.6
+    return vol
+
+
+def n_components(labels: np.ndarray) -> list[int]:
+    from scipy import ndimage
+
+    comp, n = ndimage.label(labels)
+    return sorted(int((comp == i).sum()) for i in range(1, n + 1))
+
+
+@pytest.fixture
+def grey(make_napari_viewer):
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(blobs(), name="flair")
+    widget = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Segment")[1]
+    return viewer, widget, layer
+
+
+def test_models_own_postprocessing_is_the_default_shown_and_can_be_switched_off(grey):
+    viewer, widget, layer = grey
+    model = ProbModel(OWN)
+    use_as_bundled(model)
+    widget._show_model_defaults()
+    assert widget.model_defaults.value == "Model's own: threshold 0.4; keep the largest component"
+    assert widget.threshold.native.text() == "model's own" and widget.postprocess.value == "model"
+    assert not widget.min_probability.enabled  # only for peak / mean
+
+    seg = widget.segment(TIMEOUT, image=layer)
+    assert n_components(seg.data) == [400]  # the model's own: only the largest component
+    assert seg.metadata["threshold"] == pytest.approx(0.4)
+    assert seg.metadata["postprocessing"] == "keep the largest component"
+    assert "threshold 0.4; keep the largest component" in widget.result.value
+
+    widget.postprocess.value = "none"  # switched off: every component, at the model's threshold
+    seg = widget.segment(TIMEOUT)
+    assert n_components(seg.data) == [18, 50, 400]
+    assert seg.metadata["postprocessing"] == "none" and seg.metadata["threshold"] == pytest.approx(0.4)
+
+    seg = widget.segment(TIMEOUT, threshold=0.7)  # the dim cube (0.6) goes
+    assert n_components(seg.data) == [18, 400] and seg.metadata["threshold"] == pytest.approx(0.7)
+
+    widget.postprocess.value = "peak"
+    assert widget.min_probability.enabled
+    seg = widget.segment(TIMEOUT, threshold=0.0, min_probability=0.9)  # 0: the model's own threshold
+    assert n_components(seg.data) == [18, 400]
+    assert seg.metadata["postprocessing"] == "keep components with peak probability >= 0.9"
+
+    seg = widget.segment(TIMEOUT, postprocess="model", min_size=20)  # own mode, own threshold, new size
+    assert n_components(seg.data) == [400]
+    assert seg.metadata["min_size"] == 20 and seg.metadata["threshold"] == pytest.approx(0.4)
+
+    seg = widget.segment(TIMEOUT, postprocess="min_size", min_size=30)
+    assert n_components(seg.data) == [50, 400]
+
+
+def test_min_size_mode_without_a_size_is_refused_with_a_message(grey, error_messages):
+    viewer, widget, layer = grey
+    use_as_bundled(ProbModel(OWN))
+    assert widget.segment(TIMEOUT, image=layer, postprocess="min_size", min_size=0) is None
+    assert "needs a min. component above 0" in error_messages()[-1] and widget.worker is None
+
+
+def test_model_defaults_label_follows_the_model_choice(grey, tmp_path, monkeypatch, tiny_model_path):
+    viewer, widget, _ = grey
+    config = tmp_path / "model.json"
+    config.write_text(json.dumps({"threshold": 0.45, "postprocessing": {"mode": "peak", "min_probability": 0.9}}))
+    monkeypatch.setattr(_models, "_bundled_config", lambda: config)  # the coming model.json, read without TF
+    widget._show_model_defaults()
+    assert widget.model_defaults.value == "Model's own: threshold 0.45; keep components with peak probability >= 0.9"
+    widget.add_model_file(tiny_model_path)  # choosing a .keras file updates the label
+    assert widget.model_defaults.value.startswith("Model's own: threshold 0.5; no post-processing")
+    widget.model.value = _models.BUNDLED_SOURCE
+    assert "peak probability >= 0.9" in widget.model_defaults.value
+    config.write_text("{broken")
+    widget._show_model_defaults()
+    assert "unknown" in widget.model_defaults.value
+
+
+def test_pre_and_post_contrast_layers_are_stacked_as_channels(grey):
+    viewer, widget, flair = grey
+    pre = np.zeros_like(flair.data)
+    pre[:, :16] = 100  # top half
+    post = np.zeros_like(flair.data)
+    post[:, :, 16:] = 100  # right half
+    pre_layer = viewer.add_image(pre, name="t1")
+    post_layer = viewer.add_image(post, name="t1 gd")
+    viewer.add_image(np.zeros((4, 16, 16), np.uint8), name="other grid")
+    viewer.add_image(np.zeros((4, 32, 32, 3), np.uint8), name="rgb", rgb=True)
+    model = ProbModel()
+    use_as_bundled(model)
+    widget.image.value = flair
+    names = [c.name if c is not None else None for c in widget.pre_contrast.choices]
+    assert names[0] is None and sorted(names[1:]) == ["t1", "t1 gd"]  # grey layers of the FLAIR's shape only
+    seg = widget.segment(TIMEOUT, pre_contrast=pre_layer, post_contrast=post_layer)
+    assert seg is not None
+    batch = np.concatenate(model.batches)
+    assert batch.shape == (4, 32, 32, 3)
+    assert np.array_equal(batch[..., 0] > 0, pre > 0)
+    assert np.array_equal(batch[..., 1] > 0, flair.data > 0)
+    assert np.array_equal(batch[..., 2] > 0, post > 0)
+
+    # 'none' for post-contrast: the FLAIR takes its place, as in training
+    model.batches.clear()
+    widget.segment(TIMEOUT, post_contrast=None)
+    batch = np.concatenate(model.batches)
+    assert np.array_equal(batch[..., 0] > 0, pre > 0) and np.array_equal(batch[..., 2], batch[..., 1])
+
+    # an RGB image holds all three sequences: the choosers are off and ignored
+    widget.image.value = viewer.layers["rgb"]
+    assert not widget.pre_contrast.enabled and widget.pre_contrast.choices == (None,)
+    widget.image.value = flair
+    assert widget.pre_contrast.enabled
+
+
+def test_mismatched_sequence_shapes_are_refused_with_a_message(grey, error_messages):
+    viewer, widget, flair = grey
+    use_as_bundled(ProbModel())
+    other = viewer.add_image(np.zeros((4, 16, 16), np.uint8), name="other grid")
+    assert widget.segment(TIMEOUT, image=flair, pre_contrast=other) is None
+    msg = error_messages()[-1]
+    assert "'other grid' of shape (4, 16, 16) cannot be the pre-contrast of 'flair'" in msg
+    assert widget.worker is None and "flair segmentation" not in viewer.layers
+
+    # a chosen layer whose data changed shape since: refused by the worker, with a message
+    pre = viewer.add_image(np.zeros((4, 32, 32), np.uint8), name="t1")
+    widget.pre_contrast.value = pre
+    pre.data = np.zeros((5, 32, 32), np.uint8)
+    assert widget.segment(TIMEOUT) is None
+    assert "pre-contrast of shape (5, 32, 32) is not on the FLAIR's grid (4, 32, 32)" in error_messages()[-1]
+    assert "Traceback" not in widget.status.value and widget.run_button.enabled
+
+
+def test_voxel_size_flows_to_the_layers_and_mm3_shows(make_napari_viewer, patient_folder, error_messages):
+    viewer = make_napari_viewer()
+    viewer.open(str(patient_folder), plugin="napari-lgg-seg")  # kaggle_3m: no voxel size
+    widget = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Segment")[1]
+    image, truth = viewer.layers[PID], viewer.layers["ground truth"]
+    assert tuple(image.scale) == (1, 1, 1)
+    model = ProbModel({"threshold": 0.3})
+    model.input_shape = (None, 64, 64, 3)
+    use_as_bundled(model)
+
+    assert widget.segment(TIMEOUT, image=image, voxel_size="3, x, 0.5") is None
+    assert "voxel size '3, x, 0.5' is not numbers" in error_messages()[-1]
+    assert tuple(image.scale) == (1, 1, 1)
+
+    seg = widget.segment(TIMEOUT, voxel_size="3, 0.5, 0.5")
+    assert tuple(image.scale) == tuple(truth.scale) == tuple(seg.scale) == (3, 0.5, 0.5)
+    assert seg.metadata["voxel_size"] == [3.0, 0.5, 0.5]
+    voxels = int(seg.data.sum())
+    assert voxels > 0 and f"{voxels * 0.75:,.1f} mm³" in widget.result.value
+    widget.voxel_size.value = ""  # unknown again: the layers keep what they have
+    assert widget.segment(TIMEOUT).scale[0] == 3
+
+
+def test_an_images_own_voxel_size_wins_over_the_typed_one(grey):
+    viewer, widget, _ = grey
+    use_as_bundled(ProbModel())
+    nifti = viewer.add_image(blobs(), name="nifti", scale=(2.0, 0.9, 0.9), metadata={"voxel_size": [2.0, 0.9, 0.9]})
+    seg = widget.segment(TIMEOUT, image=nifti, voxel_size="3, 0.5, 0.5")
+    assert tuple(seg.scale) == tuple(nifti.scale) == (2.0, 0.9, 0.9)
+    assert seg.metadata["voxel_size"] == [2.0, 0.9, 0.9]
