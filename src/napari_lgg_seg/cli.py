@@ -126,6 +126,19 @@ def _quiet_tensorflow():
         os.close(devnull)
 
 
+def _load_engine(path: str | None, engine: str):
+    """What runs --model with --engine; the bundled int8 engine loads without TensorFlow."""
+    from .core.inference import resolve_engine
+
+    if path is None and engine != "keras":
+        try:
+            return resolve_engine(None, "int8")
+        except ModelError:
+            if engine == "int8":
+                raise
+    return resolve_engine(_load_model(path), engine)
+
+
 def _load_model(path: str | None):
     try:
         with _quiet_tensorflow():
@@ -139,9 +152,9 @@ def _load_model(path: str | None):
 
 
 def _model_label(model) -> str:
-    from .core.model import model_name
+    from .core.inference import model_label
 
-    return model_name(model)
+    return model_label(model)
 
 
 def _number(kind: type, ok, requirement: str):
@@ -199,14 +212,14 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from .core.preprocess import as_channels_last
 
     as_channels_last(stack.image)  # shape check before the (slow) model load
-    model = _load_model(args.model)
+    model = _load_engine(args.model, args.engine)
     from .core.inference import segment_volume
 
     bar = ProgressBar(f"segmenting {stack.patient_id}")
     try:
         labels = segment_volume(
             stack.image, model, threshold=args.threshold, batch_size=args.batch_size,
-            progress=bar, min_size=args.min_size,
+            progress=bar, min_size=args.min_size, engine=args.engine,
         )
     finally:
         bar.close()
@@ -346,7 +359,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     report_path = _check_output(args.report, (".json",), "report") if args.report else None
     _check_model_path(args.model)
     find_patient_folders(args.data_root)  # fail fast before loading the model
-    model = _load_model(args.model)
+    model = _load_engine(args.model, args.engine)
     from .core.evaluation import evaluate
 
     bar = ProgressBar("evaluating")
@@ -354,6 +367,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         report = evaluate(
             args.data_root, model, patients=args.patients, threshold=args.threshold,
             batch_size=args.batch_size, min_size=args.min_size, flair_only=args.flair_only, progress=bar,
+            engine=args.engine,
         )
     finally:
         bar.close()
@@ -401,6 +415,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--model", metavar="PATH", default=None,
                        help="a .keras model file to use instead of the bundled U-Net")
 
+    def add_engine(p):
+        p.add_argument("--engine", choices=("auto", "int8", "keras"), default="auto",
+                       help="int8: the bundled model's int8 ONNX engine (fast, no TensorFlow); keras: "
+                            "float32 Keras; auto: int8 for the bundled model when available, else Keras")
+
     def add_inference(p):
         p.add_argument("--threshold", type=_probability, default=0.5, metavar="T",
                        help="probability above which a pixel is abnormal (0 < T < 1)")
@@ -425,6 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="OUTPUT.tif",
                    help="labels TIFF to write (its folder must exist); replaced atomically")
     add_model(p)
+    add_engine(p)
     add_inference(p)
     p.add_argument("--min-size", type=_non_negative_int, default=0, metavar="N",
                    help="remove connected abnormality components smaller than N voxels (0 keeps all)")
@@ -519,6 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("data_root", metavar="DATA_ROOT", help="folder holding kaggle_3m patient folders with masks")
     add_model(p)
+    add_engine(p)
     p.add_argument("--patients", nargs="+", metavar="ID", default=None, help="evaluate only these patient ids")
     p.add_argument("--report", metavar="out.json", default=None, help="write the report as JSON")
     add_inference(p)

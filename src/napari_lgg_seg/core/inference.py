@@ -48,6 +48,14 @@ def resolve_engine(model=None, engine: str = "auto"):
     return model
 
 
+def model_label(model) -> str:
+    """``"name version"`` of a Keras model or engine (``"(int8)"`` added for the int8
+    engine), without importing TensorFlow."""
+    info = getattr(model, "lgg_info", None) or {}
+    label = f"{info.get('name', getattr(model, 'name', 'model'))} {info.get('version', '')}".strip()
+    return label + (" (int8)" if getattr(model, "engine", None) == "int8" else "")
+
+
 def _keras_default():
     from .model import load_model
 
