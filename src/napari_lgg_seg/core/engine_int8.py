@@ -186,6 +186,9 @@ class Int8Engine:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # no busy-waiting threads: faster on a shared or loaded CPU, and idle in a GUI
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         what = source if isinstance(source, bytes) else str(source)
         try:
             self.session = ort.InferenceSession(what, opts, providers=["CPUExecutionProvider"])
