@@ -10,8 +10,10 @@ resident memory for:
   (``clear_model_cache()`` before each call, Keras float32);
 - ``default``: the default path now (``engine="auto"``, model kept warm);
 - ``keras``: the warm bundled model in Keras float32;
-- ``int8``: the bundled int8 ONNX Runtime engine;
-- ``onnx-f32``: the same ONNX graph in float32 (needs the dev package ``onnx``);
+- ``int8``: the bundled int8 engine on ONNX Runtime; ``openvino-int8``: the same file on
+  OpenVINO (optional package; the row is skipped without it);
+- ``onnx-f32`` / ``openvino-f32``: the same ONNX graph in float32 (needs the dev package
+  ``onnx``);
 - ``classic``: the classic 64-filter U-Net (``build_unet(64)``, random weights: speed does
   not depend on the weights), Keras float32;
 - ``first``: a fresh ``python -c`` process from start to the first labels (imports, model
@@ -56,31 +58,44 @@ def _maxrss_mib() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
 
 
-WHICH = ("before", "default", "keras", "int8", "onnx-f32", "classic")
+WHICH = ("before", "default", "keras", "int8", "openvino-int8", "onnx-f32", "openvino-f32", "classic")
 
 
 def _engine_for(which: str, args: argparse.Namespace):
-    """(model or engine object, engine name, label, parameters) for one benchmark row."""
+    """(model or engine object, engine name, label, parameters) for one benchmark row.
+    The int8 and default rows import no TensorFlow (their peak RSS is their own)."""
+    if which == "default":
+        return None, "auto", "default path now (engine auto, warm)", None
+    if which == "int8":
+        from napari_lgg_seg.core.engine_int8 import load_bundled_int8
+
+        return load_bundled_int8(runtime="onnxruntime"), "int8", "bundled U-Net, ONNX Runtime int8", None
+    if which == "openvino-int8":
+        from napari_lgg_seg.core.engine_int8 import BUNDLED_DIR, INT8_FILE, Int8Engine
+
+        return Int8Engine(BUNDLED_DIR / INT8_FILE, runtime="openvino"), "int8", "bundled U-Net, OpenVINO int8", None
     from napari_lgg_seg.core.model import build_unet, load_model
 
     if which == "classic":
         m = build_unet(args.classic_filters)
         return m, "keras", f"classic U-Net ({args.classic_filters} filters, random weights), Keras f32", m.count_params()
-    if which == "onnx-f32":
+    if which in ("onnx-f32", "openvino-f32"):
+        import tempfile
+
+        import onnx
+
         from napari_lgg_seg.core.engine_int8 import Int8Engine, unet_onnx
 
         m = load_model()
         info = m.lgg_info
         graph = unet_onnx(m.get_weights(), info["base_filters"], info.get("depth", 4))
-        return Int8Engine(graph.SerializeToString()), "int8", "bundled U-Net, ONNX Runtime float32", m.count_params()
-    if which == "int8":
-        from napari_lgg_seg.core.engine_int8 import load_bundled_int8
-
-        return load_bundled_int8(), "int8", "bundled U-Net, ONNX Runtime int8", None
-    if which == "keras":
-        m = load_model()
-        return m, "keras", "bundled U-Net, Keras float32 (warm)", m.count_params()
-    return None, "auto", "default path now (engine auto, warm)", None
+        if which == "onnx-f32":
+            return Int8Engine(graph.SerializeToString()), "int8", "bundled U-Net, ONNX Runtime float32", None
+        path = Path(tempfile.mkdtemp()) / "f32.onnx"
+        onnx.save(graph, path)
+        return Int8Engine(path, runtime="openvino"), "int8", "bundled U-Net, OpenVINO float32", None
+    m = load_model()
+    return m, "keras", "bundled U-Net, Keras float32 (warm)", m.count_params()
 
 
 def worker(args: argparse.Namespace) -> dict:

@@ -13,6 +13,8 @@
 4. Only then writes ``bundled/unet_lgg_int8.onnx`` and the ``int8`` record of
    ``bundled/model.json`` (sha256 of the weights and of the ONNX file, calibration and
    parity figures), each atomically. Exit status 1 (and nothing written) if parity fails.
+   When the optional OpenVINO runtime is installed, parity is checked with it as well
+   (``parity_openvino``); the engine runs on OpenVINO only where that passed.
 
 Rerun it whenever the bundled weights change: the engine refuses a stale ONNX file.
 """
@@ -36,7 +38,8 @@ sys.path.insert(0, str(REPO / "src"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from napari_lgg_seg.core.engine_int8 import (  # noqa: E402
-    BUNDLED_DIR, INT8_FILE, Int8Engine, calibration_slices, quantize_int8, sha256_of, unet_onnx,
+    BUNDLED_DIR, INT8_FILE, Int8Engine, calibration_slices, openvino_available, quantize_int8, sha256_of,
+    unet_onnx,
 )
 from napari_lgg_seg.core.io import atomic_write, read_patient  # noqa: E402
 from napari_lgg_seg.core.metrics import dice  # noqa: E402
@@ -120,17 +123,22 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         q_path = quantize_int8(float_model, Path(tmp) / INT8_FILE, calib)
         data = q_path.read_bytes()
-    int8 = Int8Engine(data, {"name": info.get("name", "unet"), "engine": "int8"})
-    q_err = float(np.abs(ref - np.concatenate([int8.predict_on_batch(calib[i : i + 8])
-                                                 for i in range(0, len(calib), 8)])).max())
-    print(f"int8 vs Keras on the calibration slices: max |probability diff| {q_err:.3f}", flush=True)
-    print(f"parity on {len(split['val'])} validation patients:", flush=True)
-    result = parity(split["val"], args.data, keras_model, int8, float(info.get("threshold", 0.5)))
-    print(f"mean |diff| {result['mean_abs_diff']:.4f} (<= {MAX_MEAN_ABS_DIFF}), worst drop "
-          f"{result['worst_drop']:+.4f} (<= {MAX_WORSE}); mean Dice keras {result['mean_dice_keras']:.4f}, "
-          f"int8 {result['mean_dice_int8']:.4f}; int8 {result['speed_ratio_int8_vs_keras']:.2f}x Keras "
-          f"speed in this run")
-    if not result["passed"]:
+        int8 = Int8Engine(data, {"name": info.get("name", "unet"), "engine": "int8"})
+        q_err = float(np.abs(ref - np.concatenate([int8.predict_on_batch(calib[i : i + 8])
+                                                     for i in range(0, len(calib), 8)])).max())
+        print(f"int8 vs Keras on the calibration slices: max |probability diff| {q_err:.3f}", flush=True)
+        results = {}
+        runtimes = ["onnxruntime"] + (["openvino"] if openvino_available() else [])
+        for runtime in runtimes:
+            engine = int8 if runtime == "onnxruntime" else Int8Engine(q_path, runtime="openvino")
+            print(f"parity on {len(split['val'])} validation patients, int8 with {runtime}:", flush=True)
+            result = results[runtime] = parity(split["val"], args.data, keras_model, engine,
+                                               float(info.get("threshold", 0.5)))
+            print(f"mean |diff| {result['mean_abs_diff']:.4f} (<= {MAX_MEAN_ABS_DIFF}), worst drop "
+                  f"{result['worst_drop']:+.4f} (<= {MAX_WORSE}); mean Dice keras "
+                  f"{result['mean_dice_keras']:.4f}, int8 {result['mean_dice_int8']:.4f}; int8 "
+                  f"{result['speed_ratio_int8_vs_keras']:.2f}x Keras speed in this run", flush=True)
+    if not results["onnxruntime"]["passed"]:
         print("parity FAILED: int8 model not written", file=sys.stderr)
         return 1
     if args.dry_run:
@@ -147,9 +155,12 @@ def main(argv=None) -> int:
                         "per_patient": args.per_patient, "from": "training patients of split"},
         "onnx_float32_max_abs_diff": float_err,
         "calibration_max_abs_prob_diff": q_err,
-        "parity": {k: v for k, v in result.items() if k != "speed_ratio_int8_vs_keras"},
+        "parity": {k: v for k, v in results["onnxruntime"].items() if k != "speed_ratio_int8_vs_keras"},
         "recipe": "python scripts/export_int8.py",
     }
+    if "openvino" in results:  # the engine uses OpenVINO only where this passed
+        record["parity_openvino"] = {k: v for k, v in results["openvino"].items()
+                                     if k != "speed_ratio_int8_vs_keras"}
     atomic_write(BUNDLED_DIR / INT8_FILE, lambda tmp: tmp.write_bytes(data))
     info["int8"] = record
     atomic_write(config, lambda tmp: tmp.write_text(json.dumps(info, indent=2) + "\n"))

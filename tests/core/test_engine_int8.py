@@ -187,3 +187,16 @@ def test_shipped_int8_engine_matches_the_bundled_weights():
     parity = json.loads((engine_int8.BUNDLED_DIR / "model.json").read_text())["int8"]["parity"]
     assert parity["passed"] and parity["mean_abs_diff"] <= 0.005 and parity["worst_drop"] <= 0.02
     assert engine.input_shape == (None, 256, 256, 3)
+
+
+def test_openvino_runtime_gives_the_onnxruntime_probabilities(tmp_path):
+    pytest.importorskip("openvino")
+    from napari_lgg_seg.core.engine_int8 import Int8Engine, quantize_int8, unet_onnx
+
+    x = np.random.default_rng(2).uniform(0, 1, (4, 256, 256, 3)).astype(np.float32)
+    path = quantize_int8(unet_onnx(_random_unet(2).get_weights(), 2), tmp_path / "q.onnx", x)
+    ov, ort = Int8Engine(path, runtime="openvino"), Int8Engine(path, runtime="onnxruntime")
+    assert ov.runtime == "openvino" and ov.input_shape == ort.input_shape == (None, 256, 256, 3)
+    np.testing.assert_allclose(ov.predict_on_batch(x[:3]), ort.predict_on_batch(x[:3]), atol=2e-2)
+    with pytest.raises(ModelError, match="runtime must be one of"):
+        Int8Engine(path, runtime="tpu")

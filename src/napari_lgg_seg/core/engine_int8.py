@@ -172,13 +172,48 @@ def quantize_int8(float_model, out_path: str | os.PathLike, calibration: np.ndar
 # --------------------------------------------------------------------------- engine
 
 
+RUNTIMES = ("auto", "onnxruntime", "openvino")
+
+
+def openvino_available() -> bool:
+    """Whether the optional OpenVINO runtime is installed (without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
+
+
+class _OpenVino:
+    """The ``session.run`` call of ONNX Runtime, served by OpenVINO (one request at a time)."""
+
+    def __init__(self, path: str, threads: int):
+        import openvino as ov
+
+        config = {"PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self._compiled = ov.Core().compile_model(path, "CPU", config)
+        self._lock = threading.Lock()
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        with self._lock:
+            return np.array(self._compiled(x)[0], np.float32)
+
+
 class Int8Engine:
     """An ONNX model behind the Keras calls that inference uses: ``predict_on_batch``,
-    ``input_shape``, ``name`` and ``lgg_info``."""
+    ``input_shape``, ``name`` and ``lgg_info``. ``runtime`` is ONNX Runtime, or OpenVINO
+    (optional, for file paths only); ``auto`` takes OpenVINO when it is installed."""
 
     engine = "int8"
 
-    def __init__(self, source: str | os.PathLike | bytes, info: dict | None = None, threads: int = 0):
+    def __init__(self, source: str | os.PathLike | bytes, info: dict | None = None, threads: int = 0,
+                 runtime: str = "onnxruntime"):
+        if runtime not in RUNTIMES:
+            raise ModelError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
+        if runtime == "auto":
+            runtime = "openvino" if openvino_available() and not isinstance(source, bytes) else "onnxruntime"
+        self.runtime = runtime
+        self._ov = None
         try:
             import onnxruntime as ort
         except ImportError:
@@ -191,8 +226,15 @@ class Int8Engine:
         opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         what = source if isinstance(source, bytes) else str(source)
         try:
+            if runtime == "openvino":
+                if isinstance(source, bytes):
+                    raise ModelError("the OpenVINO runtime needs an ONNX file path")
+                self._ov = _OpenVino(what, threads)
+                opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
             self.session = ort.InferenceSession(what, opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # ORT raises its own types for broken files
+        except ModelError:
+            raise
+        except Exception as exc:  # ORT and OpenVINO raise their own types for broken files
             where = "ONNX model" if isinstance(source, bytes) else str(source)
             raise ModelError(f"{where}: not a usable ONNX model ({type(exc).__name__}: {str(exc)[:200]})") from None
         inp = self.session.get_inputs()[0]
@@ -202,12 +244,16 @@ class Int8Engine:
         self._input = inp.name
         self.input_shape = (None, *dims[1:])
         self.output_shape = (None, *dims[1:3], 1)
-        self.lgg_info = dict(info or {})
+        if self._ov is not None:
+            del self.session  # shapes read; OpenVINO runs it
+        self.lgg_info = dict(info or {}, runtime=runtime)
         self.name = self.lgg_info.get("name", "onnx-unet")
 
     def predict_on_batch(self, x: np.ndarray) -> np.ndarray:
         """Probabilities float32 (N, Y, X, 1) of float32 (N, Y, X, 3) slices in [0, 1]."""
         x = np.ascontiguousarray(x, np.float32)
+        if self._ov is not None:
+            return self._ov.run(x)
         return self.session.run(None, {self._input: x})[0]
 
 
@@ -222,15 +268,17 @@ def _bundled_state(folder: Path) -> tuple[dict, Path, Path]:
     return info, folder / info.get("weights", "unet_lgg.npz"), folder / record.get("file", INT8_FILE)
 
 
-def load_bundled_int8(folder: str | os.PathLike | None = None) -> Int8Engine:
+def load_bundled_int8(folder: str | os.PathLike | None = None, runtime: str = "auto") -> Int8Engine:
     """The int8 engine of the bundled model, cached per file version. Raises ModelError
-    (saying why) when it is missing or does not match the current bundled weights."""
+    (saying why) when it is missing or does not match the current bundled weights.
+    ``auto`` runs it with OpenVINO when installed and its parity was checked at export."""
     folder = Path(folder) if folder is not None else BUNDLED_DIR
     info, weights, onnx_path = _bundled_state(folder)
     for p in (weights, onnx_path):
         if not p.exists():
             raise ModelError(f"the bundled int8 engine is incomplete: {p} is missing")
-    key = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in (folder / "model.json", weights, onnx_path))
+    key = (runtime, *((str(p), p.stat().st_mtime_ns, p.stat().st_size)
+                      for p in (folder / "model.json", weights, onnx_path)))
     with _LOCK:
         engine = _BUNDLED.get(key)
         if engine is not None:
@@ -245,8 +293,12 @@ def load_bundled_int8(folder: str | os.PathLike | None = None) -> Int8Engine:
                              "(rerun scripts/export_int8.py)")
         meta = {k: v for k, v in info.items() if k not in ("split", "int8")}
         meta.update(weights_sha256=record["weights_sha256"], engine="int8", bundled=True)
-        engine = Int8Engine(data, meta)
-        _BUNDLED.clear()
+        # OpenVINO (optional) only where the export checked its parity too
+        ov_ok = (record.get("parity_openvino") or {}).get("passed") and openvino_available()
+        engine = (Int8Engine(onnx_path, meta, runtime="openvino") if ov_ok and runtime != "onnxruntime"
+                  else Int8Engine(data, meta))
+        for old in [k for k in _BUNDLED if k[0] == runtime]:
+            del _BUNDLED[old]
         _BUNDLED[key] = engine
         return engine
 
