@@ -295,6 +295,8 @@ def load_bundled_int8(folder: str | os.PathLike | None = None, runtime: str = "a
         meta.update(weights_sha256=record["weights_sha256"], engine="int8", bundled=True)
         # OpenVINO (optional) only where the export checked its parity too
         ov_ok = (record.get("parity_openvino") or {}).get("passed") and openvino_available()
+        if runtime == "openvino" and not ov_ok:
+            raise ModelError("OpenVINO is not installed or its parity was not checked at export")
         engine = (Int8Engine(onnx_path, meta, runtime="openvino") if ov_ok and runtime != "onnxruntime"
                   else Int8Engine(data, meta))
         for old in [k for k in _BUNDLED if k[0] == runtime]:
