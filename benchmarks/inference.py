@@ -26,6 +26,7 @@ average is printed).
 """
 
 from __future__ import annotations
+
 import argparse
 import json
 import os

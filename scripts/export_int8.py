@@ -37,12 +37,18 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from napari_lgg_seg.core.engine_int8 import (  # noqa: E402
-    BUNDLED_DIR, INT8_FILE, Int8Engine, calibration_slices, openvino_available, quantize_int8, sha256_of,
+from napari_lgg_seg.core.engine_int8 import (
+    BUNDLED_DIR,
+    INT8_FILE,
+    Int8Engine,
+    calibration_slices,
+    openvino_available,
+    quantize_int8,
+    sha256_of,
     unet_onnx,
 )
-from napari_lgg_seg.core.io import atomic_write, read_patient  # noqa: E402
-from napari_lgg_seg.core.metrics import dice  # noqa: E402
+from napari_lgg_seg.core.io import atomic_write, read_patient
+from napari_lgg_seg.core.metrics import dice
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "lgg" / "kaggle_3m"
 MAX_MEAN_ABS_DIFF = 0.005
@@ -151,7 +157,7 @@ def main(argv=None) -> int:
         "runtime": "onnxruntime",
         "quantization": "static QDQ; int8 per-channel weights, uint8 activations (MinMax); "
                         "BatchNorm folded; final 1x1 conv and sigmoid in float32",
-        "calibration": {"patients": len(train), "slices": int(len(calib)),
+        "calibration": {"patients": len(train), "slices": len(calib),
                         "per_patient": args.per_patient, "from": "training patients of split"},
         "onnx_float32_max_abs_diff": float_err,
         "calibration_max_abs_prob_diff": q_err,

@@ -44,7 +44,12 @@ def _volume():
 
 def _export_bundle(folder, model, calib):
     """A bundled-model folder (weights + model.json) with its int8 export, as the script writes it."""
-    from napari_lgg_seg.core.engine_int8 import INT8_FILE, quantize_int8, sha256_of, unet_onnx
+    from napari_lgg_seg.core.engine_int8 import (
+        INT8_FILE,
+        quantize_int8,
+        sha256_of,
+        unet_onnx,
+    )
     from napari_lgg_seg.core.model import save_bundled
 
     filters = int(model.get_layer("enc0_conv1").filters)

@@ -28,7 +28,7 @@ INPUT_NAME, OUTPUT_NAME = "mri", "abnormality"
 FLOAT_NODES = ("abnormality_conv", "abnormality_sigmoid")
 
 _LOCK = threading.Lock()
-_BUNDLED: dict[tuple, "Int8Engine"] = {}
+_BUNDLED: dict[tuple, Int8Engine] = {}
 
 
 def sha256_of(path: str | os.PathLike) -> str:
@@ -147,7 +147,12 @@ def quantize_int8(float_model, out_path: str | os.PathLike, calibration: np.ndar
     """Static int8 quantization (QDQ, per-channel int8 weights, uint8 activations, MinMax
     ranges from ``calibration`` slices preprocessed like inference). Writes ``out_path``."""
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     if calibration.ndim != 4 or calibration.shape[-1] != 3 or len(calibration) == 0:
         raise ModelError(f"calibration slices of shape {calibration.shape} are not (N, Y, X, 3)")
