@@ -315,6 +315,9 @@ def test_segment_without_bundled_model_says_what_to_do(tmp_path, capsys, kaggle_
     from napari_lgg_seg.core import model as model_mod
 
     monkeypatch.setattr(model_mod, "BUNDLED_CONFIG", tmp_path / "missing" / "model.json")
+    from napari_lgg_seg.core import engine_int8  # the int8 engine is the bundled model too
+
+    monkeypatch.setattr(engine_int8, "BUNDLED_DIR", tmp_path / "missing")
     out = tmp_path / "o.tif"
     code, _, err = run(capsys, "segment", kaggle_patient, "-o", out)
     assert_one_line_error(code, err, "bundled model", "--model")

@@ -126,6 +126,19 @@ def _quiet_tensorflow():
         os.close(devnull)
 
 
+def _load_engine(path: str | None, engine: str):
+    """What runs --model with --engine; the bundled int8 engine loads without TensorFlow."""
+    from .core.inference import resolve_engine
+
+    if path is None and engine != "keras":
+        try:
+            return resolve_engine(None, "int8")
+        except ModelError:
+            if engine == "int8":
+                raise
+    return resolve_engine(_load_model(path), engine)
+
+
 def _load_model(path: str | None):
     try:
         with _quiet_tensorflow():
@@ -139,9 +152,9 @@ def _load_model(path: str | None):
 
 
 def _model_label(model) -> str:
-    from .core.model import model_name
+    from .core.inference import model_label
 
-    return model_name(model)
+    return model_label(model)
 
 
 def _number(kind: type, ok, requirement: str):
@@ -261,10 +274,10 @@ def _segment_one(args: argparse.Namespace) -> int:
     from .core.preprocess import as_channels_last
 
     as_channels_last(stack.image)  # shape check before the (slow) model load
-    model = _load_model(args.model)
+    model = _load_engine(args.model, args.engine)
     bar = ProgressBar(f"segmenting {stack.patient_id}")
     try:
-        labels = segment_stack(stack, model, batch_size=args.batch_size, progress=bar,
+        labels = segment_stack(stack, model, batch_size=args.batch_size, progress=bar, engine=args.engine,
                                **_segment_options(args))
     finally:
         bar.close()
@@ -291,7 +304,7 @@ def _segment_many(args: argparse.Namespace) -> int:
     patients = take_shard(patient_inputs(args.input), args.shard)  # input errors before the model load
     if not patients:
         _info(f"shard {args.shard[0]}/{args.shard[1]} has no patients")
-    model = _load_model(args.model) if patients else None
+    model = _load_engine(args.model, args.engine) if patients else None
     bar = ProgressBar("segmenting")
 
     def report(row) -> None:
@@ -312,7 +325,7 @@ def _segment_many(args: argparse.Namespace) -> int:
         results = segment_many(
             args.input, out_dir, model=model, format=args.format or "tif", overwrite=args.overwrite,
             shard=args.shard, voxel_size=args.voxel_size, progress=bar, on_result=report,
-            batch_size=args.batch_size, **_segment_options(args),
+            batch_size=args.batch_size, engine=args.engine, **_segment_options(args),
         )
     finally:
         bar.close()
@@ -351,12 +364,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
             stack = make_phantom()
         finally:
             bar.close()
-    model = _load_model(args.model)
+    model = _load_engine(args.model, args.engine)
     from .core.inference import segment_volume
 
     bar = ProgressBar(f"segmenting {stack.patient_id}")
     try:
-        pred = segment_volume(stack.image, model, batch_size=args.batch_size, progress=bar, **options)
+        pred = segment_volume(stack.image, model, batch_size=args.batch_size, progress=bar, engine=args.engine,
+                              **options)
     finally:
         bar.close()
     from .core.overview import write_overview_png
@@ -451,14 +465,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_model_path(args.model)
     options = _segment_options(args)
     find_patient_folders(args.data_root)  # fail fast before loading the model
-    model = _load_model(args.model)
+    model = _load_engine(args.model, args.engine)
     from .core.evaluation import evaluate
 
     bar = ProgressBar("evaluating")
     try:
         report = evaluate(
             args.data_root, model, patients=args.patients, batch_size=args.batch_size,
-            flair_only=args.flair_only, progress=bar, **options,
+            flair_only=args.flair_only, progress=bar, engine=args.engine, **options,
         )
     finally:
         bar.close()
@@ -505,6 +519,11 @@ def build_parser() -> argparse.ArgumentParser:
     def add_model(p):
         p.add_argument("--model", metavar="PATH", default=None,
                        help="a .keras model file to use instead of the bundled U-Net")
+
+    def add_engine(p):
+        p.add_argument("--engine", choices=("auto", "int8", "keras"), default="auto",
+                       help="int8: the bundled model's int8 ONNX engine (fast, no TensorFlow); keras: "
+                            "float32 Keras; auto: int8 for the bundled model when available, else Keras")
 
     def add_inference(p):
         p.add_argument("--threshold", type=_probability, default=None, metavar="T",
@@ -557,6 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--post-contrast", metavar="PATH", default=None,
                    help="post-contrast T1 on the FLAIR's grid (missing: FLAIR is used in its place)")
     add_model(p)
+    add_engine(p)
     add_inference(p)
     add_voxel(p)
     p.set_defaults(func=cmd_segment)
@@ -577,6 +597,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offline", action="store_true", help="do not download; use the synthetic phantom")
     add_model(p)
     p.add_argument("--out-dir", default=".", metavar="DIR", help="folder for the overview PNG (created if needed)")
+    add_engine(p)
     add_inference(p)
     add_voxel(p)
     p.set_defaults(func=cmd_demo)
@@ -649,6 +670,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("data_root", metavar="DATA_ROOT", help="folder holding kaggle_3m patient folders with masks")
     add_model(p)
+    add_engine(p)
     p.add_argument("--patients", nargs="+", metavar="ID", default=None, help="evaluate only these patient ids")
     p.add_argument("--report", metavar="out.json", default=None, help="write the report as JSON")
     add_inference(p)

@@ -1,4 +1,5 @@
-"""Importing the plugin, loading its manifest or reading a file must not import TensorFlow."""
+"""Importing the plugin, loading its manifest or reading a file must import neither
+TensorFlow nor ONNX Runtime."""
 
 import subprocess
 import sys
@@ -17,7 +18,8 @@ for mod in ("napari_lgg_seg.napari.reader",):
 from napari_lgg_seg.napari.reader import get_reader
 layers = get_reader(sys.argv[1])(sys.argv[1])
 assert layers, "reader gave no layers"
-bad = [m for m in sys.modules if m == "tensorflow" or m.startswith(("tensorflow.", "keras"))]
+bad = [m for m in sys.modules if m in ("tensorflow", "onnxruntime")
+       or m.startswith(("tensorflow.", "keras", "onnxruntime."))]
 print("TF-FREE" if not bad else "IMPORTED " + " ".join(sorted(bad)[:5]))
 """
 

@@ -74,3 +74,48 @@ def test_shipped_bundled_model_is_small_and_loads():
     assert (model_mod.BUNDLED_DIR / info["weights"]).stat().st_size < 20 * 2**20
     m = model_mod.load_model()
     assert m.input_shape == (None, 256, 256, 3)
+
+
+def test_bundled_model_is_loaded_once_and_reloaded_when_its_files_change(monkeypatch, tmp_path):
+    from napari_lgg_seg.core import model as model_mod
+    from napari_lgg_seg.core.inference import segment_volume
+
+    monkeypatch.setattr(model_mod, "BUNDLED_DIR", tmp_path)
+    monkeypatch.setattr(model_mod, "BUNDLED_CONFIG", tmp_path / "model.json")
+    model_mod.save_bundled(model_mod.build_unet(2), tmp_path, {"name": "t", "version": "0", "base_filters": 2,
+                                                               "input_shape": [256, 256, 3]})
+    builds = []
+    real_build = model_mod.build_unet
+    monkeypatch.setattr(model_mod, "build_unet", lambda *a, **k: builds.append(a) or real_build(*a, **k))
+    first = model_mod.load_model()
+    assert model_mod.load_model() is first and len(builds) == 1
+    volume = np.random.default_rng(0).integers(0, 200, (3, 32, 32, 3))
+    segment_volume(volume, engine="keras")  # the default path uses the cached model ...
+    traced = first.predict_function
+    assert traced is not None
+    segment_volume(volume, engine="keras")  # ... and its traced predict function
+    assert first.predict_function is traced and len(builds) == 1
+    model_mod.save_bundled(real_build(2), tmp_path, {"name": "t", "version": "1", "base_filters": 2,
+                                                     "input_shape": [256, 256, 3]})
+    again = model_mod.load_model()
+    assert again is not first and again.lgg_info["version"] == "1" and len(builds) == 2
+    model_mod.clear_model_cache()
+    assert model_mod.load_model() is not again
+
+
+def test_keras_file_is_cached_by_path_and_modification_time(tmp_path, monkeypatch):
+    import os
+
+    import keras
+
+    from napari_lgg_seg.core.model import build_unet, load_model, save_model
+
+    path = save_model(build_unet(2), tmp_path / "m.keras")
+    loads = []
+    real = keras.models.load_model
+    monkeypatch.setattr(keras.models, "load_model", lambda *a, **k: loads.append(a) or real(*a, **k))
+    first = load_model(path)
+    assert load_model(str(path)) is first and len(loads) == 1
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the file was replaced
+    assert load_model(path) is not first and len(loads) == 2

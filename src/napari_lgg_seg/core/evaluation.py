@@ -116,15 +116,16 @@ def evaluate(
     flip_tta: bool = False,
     flair_only: bool = False,
     progress: Callable[[int, int, str], None] | None = None,
+    engine: str = "auto",
 ) -> EvaluationReport:
     """Segment every patient folder under ``data_root`` (or only ``patients``) and score it.
 
     ``flair_only`` segments the FLAIR channel alone, as for a patient whose pre- and
     post-contrast sequences are missing. ``threshold``, ``postprocess`` and ``min_size``
-    are as in ``segment_volume`` (default: the model's own).
+    are as in ``segment_volume`` (default: the model's own); ``engine``: see
+    ``inference.resolve_engine``.
     """
-    from .inference import resolve_postprocessing, segment_volume
-    from .model import load_model, model_name
+    from .inference import model_label, resolve_engine, resolve_postprocessing, segment_volume
 
     folders = find_patient_folders(data_root)
     if patients is not None:
@@ -133,8 +134,11 @@ def evaluate(
         missing = wanted - {f.name for f in folders}
         if missing:
             raise InputError(f"{data_root}: patients not found: {', '.join(sorted(missing))}")
-    if model is None or isinstance(model, (str, os.PathLike)):
+    if isinstance(model, (str, os.PathLike)):
+        from .model import load_model
+
         model = load_model(model)
+    model = resolve_engine(model, engine)
     threshold, post = resolve_postprocessing(model, threshold, postprocess, min_size)
     scores, truths, preds = [], [], []
     for i, folder in enumerate(folders):
@@ -143,7 +147,7 @@ def evaluate(
             raise InputError(f"{folder}: no masks; evaluation needs ground truth")
         image = flair_channel(st.image) if flair_only else st.image
         pred = segment_volume(image, model, threshold=threshold, batch_size=batch_size, postprocess=post,
-                              flip_tta=flip_tta)
+                              flip_tta=flip_tta, engine=engine)
         scores.append(
             PatientScore(st.patient_id, st.n_slices, dice(st.mask, pred), iou(st.mask, pred),
                          int(st.mask.sum()), int(pred.sum()))
@@ -153,5 +157,5 @@ def evaluate(
         if progress is not None:
             progress(i + 1, len(folders), st.patient_id)
     return EvaluationReport(
-        model_name(model), threshold, scores, summarize(scores, truths, preds), flair_only, post.describe()
+        model_label(model), threshold, scores, summarize(scores, truths, preds), flair_only, post.describe()
     )

@@ -7,11 +7,61 @@ from dataclasses import replace
 
 import numpy as np
 
-from .errors import Cancelled, InputError
+from .errors import Cancelled, InputError, ModelError
 from .postprocess import NONE, PostProcessing, keep_components, model_defaults
 from .preprocess import MODEL_SIZE, as_channels_last, intensity_range, resize_slices, to_model_input
 
 ProgressCallback = Callable[[int, int], "bool | None"]
+ENGINES = ("auto", "int8", "keras")
+
+
+def resolve_engine(model=None, engine: str = "auto"):
+    """The object that runs ``model`` (None: the bundled U-Net) with ``engine``.
+
+    ``"int8"``: the bundled model's int8 ONNX engine (ModelError if it is missing, stale
+    or ``model`` is not the bundled model); ``"keras"``: the Keras model in float32;
+    ``"auto"``: int8 for the bundled model when it is available, else Keras.
+    """
+    if engine not in ENGINES:
+        raise InputError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if getattr(model, "engine", None) == "int8":
+        if engine == "keras":
+            raise InputError("engine 'keras' needs a Keras model, not an int8 engine")
+        return model
+    if engine == "keras":
+        return model if model is not None else _keras_default()
+    info = getattr(model, "lgg_info", None) or {}
+    if model is None or info.get("bundled"):
+        from .engine_int8 import load_bundled_int8
+
+        try:
+            int8 = load_bundled_int8()
+            if model is None or int8.lgg_info.get("weights_sha256") == info.get("weights_sha256"):
+                return int8
+            reason = "the given model has other weights than the bundled int8 engine"
+        except ModelError as exc:
+            reason = str(exc)
+        if engine == "int8":
+            raise ModelError(f"int8 engine unavailable: {reason}")
+        return model if model is not None else _keras_default()
+    if engine == "int8":
+        raise ModelError(f"{info.get('name', 'this model')}: the int8 engine serves only the bundled model; "
+                         "use engine 'keras' or 'auto'")
+    return model
+
+
+def model_label(model) -> str:
+    """``"name version"`` of a Keras model or engine (``"(int8)"`` added for the int8
+    engine), without importing TensorFlow."""
+    info = getattr(model, "lgg_info", None) or {}
+    label = f"{info.get('name', getattr(model, 'name', 'model'))} {info.get('version', '')}".strip()
+    return label + (" (int8)" if getattr(model, "engine", None) == "int8" else "")
+
+
+def _keras_default():
+    from .model import load_model
+
+    return load_model()
 
 
 def model_input_size(model) -> tuple[int, int]:
@@ -28,6 +78,7 @@ def predict_probabilities(
     batch_size: int = 8,
     progress: ProgressCallback | None = None,
     flip_tta: bool = False,
+    engine: str = "auto",
 ) -> np.ndarray:
     """Abnormality probability float32 ``(Z, Y, X)`` for a volume (see ``segment_volume``).
 
@@ -36,10 +87,7 @@ def predict_probabilities(
     vol, single = as_channels_last(volume)
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, not {batch_size}")
-    if model is None:
-        from .model import load_model
-
-        model = load_model()
+    model = resolve_engine(model, engine)
     size = model_input_size(model)
     value_range = intensity_range(vol)
     z, y, x = vol.shape[:3]
@@ -107,6 +155,7 @@ def segment_volume(
     min_size: int | None = None,
     postprocess: PostProcessing | str | dict | None = None,
     flip_tta: bool = False,
+    engine: str = "auto",
 ) -> np.ndarray:
     """Segment a ``(Z, Y, X[, 3])`` volume (or one ``(Y, X[, 3])`` slice) into uint8 labels.
 
@@ -116,14 +165,12 @@ def segment_volume(
     ``postprocess`` (3D components kept, see ``PostProcessing``) default to the model's
     own (the bundled model's ``model.json``), else 0.5 and none; ``postprocess="none"``
     turns it off, ``min_size`` sets the minimum component size in voxels. ``flip_tta``
-    also predicts the mirrored slices and averages (twice the time).
+    also predicts the mirrored slices and averages (twice the time). ``engine`` picks int8
+    or Keras (see ``resolve_engine``).
     """
-    if model is None:
-        from .model import load_model
-
-        model = load_model()
+    model = resolve_engine(model, engine)
     t, post = resolve_postprocessing(model, threshold, postprocess, min_size)
     probs = predict_probabilities(
-        volume, model, batch_size=batch_size, progress=progress, flip_tta=flip_tta
+        volume, model, batch_size=batch_size, progress=progress, flip_tta=flip_tta, engine=engine
     )
     return keep_components(probs >= t, probs, post)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 
 from ._tfload import import_tensorflow  # noqa: E402
@@ -115,6 +116,8 @@ def bundled_info() -> dict:
 
 
 def _load_bundled() -> keras.Model:
+    from .engine_int8 import sha256_of
+
     info = bundled_info()
     weights_path = BUNDLED_DIR / info["weights"]
     if not weights_path.exists():
@@ -126,7 +129,8 @@ def _load_bundled() -> keras.Model:
         model.set_weights(arrays)
     except ValueError as exc:
         raise ModelError(f"{weights_path}: weights do not fit the bundled architecture ({exc})") from None
-    model.lgg_info = info  # read by the widgets and the CLI
+    # read by the widgets and the CLI; the sha256 lets the int8 engine stand in for it
+    model.lgg_info = dict(info, bundled=True, weights_sha256=sha256_of(weights_path))
     return model
 
 
@@ -157,13 +161,45 @@ def check_model(model: keras.Model, source: str = "model") -> keras.Model:
     return model
 
 
+_CACHE: dict[str, tuple[tuple, keras.Model]] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _file_version(*paths: Path) -> tuple:
+    return tuple((p.stat().st_mtime_ns, p.stat().st_size) if p.exists() else None for p in paths)
+
+
+def clear_model_cache() -> None:
+    """Forget the models that ``load_model`` keeps (the next call loads again)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
 def load_model(path: str | os.PathLike | None = None) -> keras.Model:
-    """Load a ``.keras`` model, or the bundled U-Net when ``path`` is None."""
+    """Load a ``.keras`` model, or the bundled U-Net when ``path`` is None.
+
+    Models are kept per process (the bundled one by the version of its files, a ``.keras``
+    file by path and modification time), so a second call returns the same object with
+    its already traced predict function. Do not train the returned model in place.
+    """
     if path is None:
-        return _load_bundled()
-    p = Path(path)
-    if not p.is_file():
-        raise ModelError(f"{p}: no such model file")
+        key = f"bundled:{BUNDLED_DIR}"
+        version = _file_version(BUNDLED_CONFIG, BUNDLED_DIR / "unet_lgg.npz")
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise ModelError(f"{p}: no such model file")
+        key, version = str(p.resolve()), _file_version(p)
+    with _CACHE_LOCK:
+        hit = _CACHE.get(key)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        model = _load_bundled() if path is None else _load_keras_file(p)
+        _CACHE[key] = (version, model)
+        return model
+
+
+def _load_keras_file(p: Path) -> keras.Model:
     try:
         model = keras.models.load_model(p, custom_objects=CUSTOM_OBJECTS, compile=False)
     except Exception as exc:  # Keras raises many types for foreign files
