@@ -171,6 +171,9 @@ def test_untrained_bundled_model_gives_a_clear_message(qtbot, setup, error_messa
     # a checkout without trained weights: point the bundled folder at an empty one
     monkeypatch.setattr(model_mod, "BUNDLED_DIR", tmp_path)
     monkeypatch.setattr(model_mod, "BUNDLED_CONFIG", tmp_path / "model.json")
+    from napari_lgg_seg.core import engine_int8  # the int8 engine is the bundled model too
+
+    monkeypatch.setattr(engine_int8, "BUNDLED_DIR", tmp_path)
     viewer, widget = setup
     widget.select_model(_models.BUNDLED_SOURCE)
     assert run(qtbot, widget) == "error"
@@ -258,13 +261,13 @@ def test_settings_persist_across_widgets_and_reset(make_napari_viewer, settings_
     _models.MODELS.reset()  # as after a restart: only the bundled model is known
     second = type(first)(viewer)  # a new napari session's widget
     assert second.options().core_kwargs() == {"threshold": 0.35, "postprocess": None, "batch_size": 2,
-                                               "min_size": 12, "flip_tta": True}
+                                               "min_size": 12, "flip_tta": True, "engine": "auto"}
     assert second.model.value.path == str(tiny_model_path.resolve())  # the model file came back too
 
     second.reset_button.native.click()
     # the defaults: the model's own threshold and post-processing
     assert second.options().core_kwargs() == {"threshold": None, "postprocess": None, "batch_size": 8,
-                                               "min_size": None, "flip_tta": False}
+                                               "min_size": None, "flip_tta": False, "engine": "auto"}
     assert not (settings_dir / "segment.json").exists()
     third = type(first)(viewer)
     assert third.threshold.value == 0 and third.threshold.native.text() == "model's own"

@@ -36,7 +36,10 @@ OWN = {"threshold": 0.4, "postprocessing": {"mode": "largest", "min_size": 0, "m
 
 def use_as_bundled(model) -> None:
     """Make ``model`` the loaded bundled model, as after a first run."""
-    _models._CACHE[_models._cache_key(_models.BUNDLED_SOURCE)] = model
+    from napari_lgg_seg.core.inference import ENGINES
+
+    for engine in ENGINES:
+        _models._CACHE[(*_models._cache_key(_models.BUNDLED_SOURCE), engine)] = model
 
 
 def blobs() -> np.ndarray:
@@ -208,3 +211,24 @@ def test_an_images_own_voxel_size_wins_over_the_typed_one(grey):
     seg = widget.segment(TIMEOUT, image=nifti, voxel_size="3, 0.5, 0.5")
     assert tuple(seg.scale) == tuple(nifti.scale) == (2.0, 0.9, 0.9)
     assert seg.metadata["voxel_size"] == [2.0, 0.9, 0.9]
+
+
+def test_engine_choice_int8_for_the_bundled_model_and_refused_for_a_keras_file(
+        make_napari_viewer, patient_folder, tiny_model_path, error_messages):
+    viewer = make_napari_viewer()
+    viewer.open(str(patient_folder), plugin="napari-lgg-seg")
+    widget = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Segment")[1]
+    assert widget.engine.value == "auto"
+    seg = widget.segment(TIMEOUT, image=viewer.layers[PID], engine="int8")
+    assert seg is not None and seg.metadata["engine"] == "int8" and seg.metadata["settings"]["engine"] == "int8"
+    assert "(int8)" in widget.result.value
+    from napari_lgg_seg.core.inference import segment_volume
+
+    expected = segment_volume(viewer.layers[PID].data, engine="int8")
+    assert np.array_equal(seg.data, expected)
+
+    widget.add_model_file(tiny_model_path)
+    assert widget.segment(TIMEOUT, engine="int8") is None
+    assert "the int8 engine serves only the bundled model" in error_messages()[-1]
+    seg = widget.segment(TIMEOUT, engine="auto")  # a .keras file: auto runs it with Keras
+    assert seg.metadata["engine"] == "keras" and seg.metadata["model"] == "tiny.keras"

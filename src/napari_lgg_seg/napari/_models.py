@@ -85,28 +85,32 @@ _CACHE_LOCK = threading.Lock()
 
 def _cache_key(source: ModelSource) -> tuple:
     if source.is_bundled:
-        from ..core.model import BUNDLED_CONFIG
-
-        stamp = BUNDLED_CONFIG.stat().st_mtime_ns if BUNDLED_CONFIG.exists() else None
-        return (None, stamp)
+        config = _bundled_config()  # without importing TensorFlow
+        return (None, config.stat().st_mtime_ns if config.exists() else None)
     p = Path(source.path)
     return (str(p), p.stat().st_mtime_ns if p.exists() else None)
 
 
-def load(source: ModelSource):
-    """Load (once per file version) the Keras model of a source. Imports TensorFlow."""
-    from ..core.model import load_model
-
-    key = _cache_key(source)
+def load(source: ModelSource, engine: str = "keras"):
+    """Load (once per file version and engine) the model of a source: the Keras model, or
+    for the bundled source with engine ``auto``/``int8`` the int8 engine (``auto`` falls
+    back to Keras when it is unavailable). Imports TensorFlow or ONNX Runtime."""
+    key = (*_cache_key(source), engine)
     with _CACHE_LOCK:
         model = _CACHE.get(key)
         if model is None:
-            model = load_model(source.path)
-            for old in [k for k in _CACHE if k[0] == key[0]]:
+            if source.is_bundled and engine != "keras":
+                from ..core.inference import resolve_engine
+
+                model = resolve_engine(None, engine)
+            else:
+                from ..core.model import load_model
+
+                model = load_model(source.path)
+            for old in [k for k in _CACHE if k[0] == key[0] and k[-1] == engine]:
                 del _CACHE[old]
             _CACHE[key] = model
     return model
-
 
 
 def _bundled_config() -> Path:

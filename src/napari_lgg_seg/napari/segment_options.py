@@ -25,6 +25,7 @@ POSTPROCESS_CHOICES = [("model's own", "model"), ("none", "none"), ("min. compon
                        ("largest component", "largest"), ("components by peak probability", "peak"),
                        ("components by mean probability", "mean")]
 MODEL_OWN = "model's own"
+ENGINE_CHOICES = [("auto (int8 for the bundled model)", "auto"), ("int8", "int8"), ("keras (float32)", "keras")]
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,9 @@ class SegmentOptions:
         label="batch size", min=1, max=512, tooltip="Slices per model call; smaller uses less memory"))
     flip_tta: bool = field(default=False, metadata=_spec(
         label="mirror TTA", tooltip="Also predict the left-right mirrored slices and average (twice as slow)"))
+    engine: str = field(default="auto", metadata=_spec(
+        widget_type="ComboBox", choices=ENGINE_CHOICES,
+        tooltip="auto: the fast int8 engine for the bundled model, Keras float32 for .keras files"))
     voxel_size: str = field(default="", metadata=_spec(
         label="voxel size (mm)", widget_type="LineEdit",
         tooltip="'Z, Y, X' in mm (or one number) for images whose file has none (kaggle_3m); "
@@ -77,7 +81,7 @@ class SegmentOptions:
         else:
             min_size = None  # part of the PostProcessing
         return {"threshold": self.threshold, "postprocess": post, "min_size": min_size,
-                "batch_size": self.batch_size, "flip_tta": self.flip_tta}
+                "batch_size": self.batch_size, "flip_tta": self.flip_tta, "engine": self.engine}
 
     def voxel_mm(self) -> tuple[float, float, float] | None:
         """The typed voxel size (Z, Y, X) in mm, or None when unknown."""

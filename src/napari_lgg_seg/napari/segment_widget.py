@@ -65,7 +65,6 @@ def segment_task(source, volume, options: SegmentOptions, stop: threading.Event,
     (threshold, PostProcessing) the run used."""
     from ..core.errors import Cancelled
     from ..core.inference import resolve_postprocessing, segment_volume
-    from ..core.model import model_info
 
     if pre_contrast is not None or post_contrast is not None:
         from ..core.sequences import stack_sequences
@@ -73,7 +72,7 @@ def segment_task(source, volume, options: SegmentOptions, stop: threading.Event,
         volume = stack_sequences(volume, pre_contrast, post_contrast).image
     kwargs = options.core_kwargs()
     report(Status(f"Loading {source.label} ..."))
-    model = _models.load(source)
+    model = _models.load(source, kwargs["engine"])
     if stop.is_set():
         raise Cancelled("segmentation cancelled before it started")
 
@@ -83,7 +82,11 @@ def segment_task(source, volume, options: SegmentOptions, stop: threading.Event,
 
     used = resolve_postprocessing(model, kwargs["threshold"], kwargs["postprocess"], kwargs["min_size"])
     labels = segment_volume(volume, model, progress=on_batch, **kwargs)
-    return labels, model_info(model), used
+    info = dict(getattr(model, "lgg_info", None) or {})  # not core.model's: that imports TensorFlow
+    info.setdefault("name", getattr(model, "name", "model"))
+    info.setdefault("version", "")
+    info["engine"] = "int8" if getattr(model, "engine", None) == "int8" else "keras"
+    return labels, info, used
 
 
 def _replace_labels(layer, labels: np.ndarray) -> None:
@@ -471,6 +474,7 @@ class SegmentWidget(Container):
         typed = options.voxel_mm() if own_voxel is None and labels.ndim == 3 else None
         meta = segmentation_metadata(info, threshold=threshold, min_size=post.min_size, image_layer=image_layer,
                                      labels=labels, postprocessing=post, voxel_size=typed)
+        meta["engine"] = info.get("engine", "keras")
         meta["settings"] = options.as_metadata()
         existing = self._existing_result(image_layer)
         edited_meanwhile = existing is not None and labels_digest(existing.data) != self._digest_at_start
@@ -528,6 +532,8 @@ class SegmentWidget(Container):
         if was_edited(layer):
             text += " (now, after edits)"
         model = f"{meta.get('model', '')} {meta.get('version', '')}".strip()
+        if meta.get("engine") == "int8":
+            model += " (int8)"
         if "threshold" in meta and "postprocessing" in meta:
             from ..core.postprocess import PostProcessing, describe_settings
 
