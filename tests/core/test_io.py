@@ -132,3 +132,22 @@ def test_real_patient():
     assert st.image.shape == (20, 256, 256, 3) and st.image.dtype == np.uint8
     assert st.mask.shape == (20, 256, 256)
     assert int(st.mask.reshape(20, -1).any(axis=1).sum()) == 10  # per MANIFEST.csv
+
+
+def test_write_masks_to_patient_folder_checks_the_slices(tmp_path):
+    import pytest
+
+    from napari_lgg_seg.core.errors import InputError
+    from napari_lgg_seg.core.io import write_masks_to_patient_folder
+
+    from ..conftest import write_kaggle_patient
+
+    folder = write_kaggle_patient(tmp_path, "P_1", n_slices=4, size=16, masks=False)
+    labels = np.zeros((4, 16, 16), np.uint8)
+    with pytest.raises(InputError, match="holds 4 slices of P_1.*the labels have 5 slices"):
+        write_masks_to_patient_folder(folder, np.zeros((5, 16, 16), np.uint8), "P_1")
+    with pytest.raises(InputError, match="not a kaggle_3m patient folder"):
+        write_masks_to_patient_folder(tmp_path / "nowhere", labels, "P_1")
+    assert len(write_masks_to_patient_folder(folder, labels, "P_1")) == 4
+    with pytest.raises(InputError, match="refusing to overwrite 4"):
+        write_masks_to_patient_folder(folder, labels, "P_1")

@@ -232,3 +232,36 @@ def test_engine_choice_int8_for_the_bundled_model_and_refused_for_a_keras_file(
     assert "the int8 engine serves only the bundled model" in error_messages()[-1]
     seg = widget.segment(TIMEOUT, engine="auto")  # a .keras file: auto runs it with Keras
     assert seg.metadata["engine"] == "keras" and seg.metadata["model"] == "tiny.keras"
+
+
+def test_save_masks_to_patient_folder_writes_beside_the_slices_and_never_overwrites(
+        make_napari_viewer, tmp_path, error_messages):
+    import tifffile
+
+    from .conftest import make_patient_folder
+
+    folder = make_patient_folder(tmp_path / "kaggle_3m", masks=False)
+    viewer = make_napari_viewer()
+    viewer.open(str(folder), plugin="napari-lgg-seg")
+    widget = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Segment")[1]
+    model = ProbModel({"threshold": 0.3})
+    model.input_shape = (None, 64, 64, 3)
+    use_as_bundled(model)
+    seg = widget.segment(TIMEOUT, image=viewer.layers[PID])
+    assert seg.metadata["source"] == str(folder) and seg.data.any()
+    seg.data[0, :3, :3] = 1  # a hand edit is saved too
+    widget.save_masks_button.native.click()
+    written = sorted(folder.glob("*_mask.tif"), key=lambda f: int(f.name.split("_")[-2]))
+    assert [f.name for f in written] == [f"{PID}_{i}_mask.tif" for i in range(1, 7)]
+    saved = np.stack([tifffile.imread(f) for f in written])
+    assert np.array_equal(saved, np.where(seg.data > 0, 255, 0))
+    assert "Wrote 6 masks" in widget.status.value
+
+    before = [f.stat().st_mtime_ns for f in written]
+    assert widget.save_masks_to_patient_folder(seg) is None  # never overwrites
+    assert "refusing to overwrite 6 mask file(s)" in error_messages()[-1]
+    assert [f.stat().st_mtime_ns for f in written] == before
+
+    other = viewer.add_labels(np.zeros((6, 64, 64), np.uint8), name="drawn")
+    assert widget.save_masks_to_patient_folder(other) is None
+    assert "'drawn' does not come from a kaggle_3m patient folder" in error_messages()[-1]

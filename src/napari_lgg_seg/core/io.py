@@ -309,6 +309,25 @@ def write_kaggle_masks(
     return targets
 
 
+def write_masks_to_patient_folder(folder: str | os.PathLike, labels: np.ndarray, patient_id: str) -> list[Path]:
+    """Write kaggle_3m masks (``<ID>_<n>_mask.tif``) beside the slices of a patient folder.
+
+    The folder must hold the slices ``<ID>_1.tif`` ... ``<ID>_Z.tif`` of the labels' Z
+    slices; existing masks are never overwritten (InputError, nothing written)."""
+    p = Path(folder)
+    if not p.is_dir() or not _has_kaggle_slices(p):
+        raise InputError(f"{p}: not a kaggle_3m patient folder; save the masks with File > Save Selected Layers")
+    vol = np.asarray(labels)
+    vol = vol[None] if vol.ndim == 2 else vol
+    numbers = sorted(int(m["n"]) for e in p.iterdir()
+                     if (m := _SLICE_RE.match(e.name)) and not m["mask"] and m["pid"] == patient_id)
+    if numbers != list(range(1, vol.shape[0] + 1)):
+        raise InputError(f"{p}: holds {len(numbers)} slices of {patient_id}, numbered "
+                         f"{numbers[0] if numbers else '-'}..{numbers[-1] if numbers else '-'}; the labels have "
+                         f"{vol.shape[0]} slices: masks would not line up")
+    return write_kaggle_masks(p, vol, patient_id, overwrite=False)
+
+
 def is_readable(path: str | os.PathLike) -> bool:
     """Cheap check used by the napari reader: would ``read_patient`` try this path?
 

@@ -37,6 +37,7 @@ from ._layers import (
     format_volume,
     image_volume,
     labels_digest,
+    patient_id_of,
     layer_stack,
     readable_error,
     spatial_shape,
@@ -142,6 +143,10 @@ class SegmentWidget(Container):
                                       tooltip="Bring back the labels the last run replaced, hand edits included")
         self.reset_button = PushButton(name="reset_button", text="Reset settings",
                                        tooltip="Back to the default settings")
+        self.save_masks_button = PushButton(
+            name="save_masks_button", text="Save masks to patient folder…",
+            tooltip="Write the segmentation as kaggle_3m masks beside the slices of its patient folder "
+                    "(never overwrites)")
         self.progress_bar = ProgressBar(name="progress_bar", min=0, max=1, value=0, label="")
         self.status = Label(name="status", value="", label="")
         self.result = Label(name="result", value="", label="")
@@ -154,7 +159,8 @@ class SegmentWidget(Container):
         self.form = Container(widgets=[self.image, self.pre_contrast, self.post_contrast, self.model,
                                        self.model_file, self.model_defaults, *self.option_widgets], name="form")
         self.form.margins = (0, 0, 0, 0)
-        super().__init__(widgets=[self.form, buttons, more, self.progress_bar, self.status, self.result],
+        super().__init__(widgets=[self.form, buttons, more, self.save_masks_button, self.progress_bar,
+                                  self.status, self.result],
                          labels=False, scrollable=True)  # scrolls rather than overflow a small screen
         for label in (self.status, self.result, self.model_defaults):
             label.native.setWordWrap(True)
@@ -174,6 +180,7 @@ class SegmentWidget(Container):
         self.cancel_button.changed.connect(self.cancel)
         self.undo_button.changed.connect(self.undo_last_run)
         self.reset_button.changed.connect(self.reset_settings)
+        self.save_masks_button.changed.connect(lambda *_: self.save_masks_to_patient_folder())
         self.runner.running_changed.connect(self._set_running)
         self.image.changed.connect(self._reset_sequence_choices)
         self.model.changed.connect(self._show_model_defaults)
@@ -373,10 +380,10 @@ class SegmentWidget(Container):
             return False
         image_layer = self.image.value
         if image_layer is None:
-            return self._fail("Choose an image layer to segment (open a patient folder first)")
+            self._fail("Choose an image layer to segment (open a patient folder first)")
         source = self.model.value
         if source is None:
-            return self._fail("Choose a model")
+            self._fail("Choose a model")
         try:
             options = self.options()
             options.core_kwargs()  # refuse bad combinations here, not in the worker
@@ -388,7 +395,7 @@ class SegmentWidget(Container):
                 volume = layer_stack(image_layer)
                 sequences = [layer_stack(s) if s is not None else None for s in sequences]
         except (LGGSegError, TypeError, ValueError) as exc:
-            return self._fail(readable_error(exc))
+            self._fail(readable_error(exc))
         existing = self._existing_result(image_layer)
         if not self._may_replace(existing):
             self.status.value = "Kept the edited segmentation; nothing was run."
@@ -544,13 +551,42 @@ class SegmentWidget(Container):
         except RuntimeError:  # the widget is gone
             pass
 
+    def save_masks_to_patient_folder(self, layer=None) -> list[Path] | None:
+        """Write a segmentation (``layer``, else the selected Labels layer, else the last
+        result) as kaggle_3m masks beside the slices of the patient folder it was computed
+        from; never overwrites. Returns the files written, or None (the status says why)."""
+        from ..core.io import write_masks_to_patient_folder
+
+        if layer is None:
+            active = self.viewer.layers.selection.active
+            layer = active if isinstance(active, Labels) else self._last_layer
+        if layer is None or layer not in self.viewer.layers:
+            self._fail("Select the segmentation (Labels layer) to save")
+            return None
+        source = (layer.metadata or {}).get("source")
+        if not source or not Path(source).is_dir():
+            self._fail(f"'{layer.name}' does not come from a kaggle_3m patient folder; "
+                       "save it with File > Save Selected Layers")
+            return None
+        try:
+            written = write_masks_to_patient_folder(source, np.asarray(layer.data), patient_id_of(layer))
+        except LGGSegError as exc:
+            self._fail(readable_error(exc))
+            return None
+        except OSError as exc:
+            self._fail(f"{source}: cannot write the masks ({exc.strerror or exc})")
+            return None
+        self.status.value = f"Wrote {len(written)} masks of '{layer.name}' to {source}."
+        show_info(self.status.value)
+        return written
+
     def undo_last_run(self, *_args) -> bool:
         """Bring back the labels (and metadata) that the last run replaced."""
         undo = self._undo
         if undo is None or undo.layer not in self.viewer.layers:
             self._undo = None
             self.undo_button.enabled = False
-            return self._fail("Nothing to undo: the last run did not replace a layer that is still open")
+            self._fail("Nothing to undo: the last run did not replace a layer that is still open")
         layer = undo.layer
         if labels_digest(layer.data) != undo.result_digest and not self.confirm(
             "Undo the last run?", f"'{layer.name}' was edited since the last run; undoing loses those edits. "
