@@ -380,10 +380,10 @@ class SegmentWidget(Container):
             return False
         image_layer = self.image.value
         if image_layer is None:
-            self._fail("Choose an image layer to segment (open a patient folder first)")
+            return self._fail("Choose an image layer to segment (open a patient folder first)")
         source = self.model.value
         if source is None:
-            self._fail("Choose a model")
+            return self._fail("Choose a model")
         try:
             options = self.options()
             options.core_kwargs()  # refuse bad combinations here, not in the worker
@@ -395,7 +395,7 @@ class SegmentWidget(Container):
                 volume = layer_stack(image_layer)
                 sequences = [layer_stack(s) if s is not None else None for s in sequences]
         except (LGGSegError, TypeError, ValueError) as exc:
-            self._fail(readable_error(exc))
+            return self._fail(readable_error(exc))
         existing = self._existing_result(image_layer)
         if not self._may_replace(existing):
             self.status.value = "Kept the edited segmentation; nothing was run."
@@ -586,7 +586,7 @@ class SegmentWidget(Container):
         if undo is None or undo.layer not in self.viewer.layers:
             self._undo = None
             self.undo_button.enabled = False
-            self._fail("Nothing to undo: the last run did not replace a layer that is still open")
+            return self._fail("Nothing to undo: the last run did not replace a layer that is still open")
         layer = undo.layer
         if labels_digest(layer.data) != undo.result_digest and not self.confirm(
             "Undo the last run?", f"'{layer.name}' was edited since the last run; undoing loses those edits. "
