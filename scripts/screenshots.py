@@ -1,6 +1,7 @@
 """Screenshots of the three dock widgets in use, for the README.
 
     xvfb-run -a python scripts/screenshots.py            # on a headless machine
+    xvfb-run -a python scripts/screenshots.py --segment-only   # just the Segment widget
     python scripts/screenshots.py --patient path/to/TCGA_... --model my.keras
 
 Opens a patient in napari (a real one from ../shared/data/lgg/kaggle_3m when present,
@@ -106,6 +107,7 @@ def main() -> int:
     ap.add_argument("--model", help=".keras model for the Segment widget")
     ap.add_argument("--out", default=str(REPO / "docs" / "images"))
     ap.add_argument("--train-epochs", type=int, default=3)
+    ap.add_argument("--segment-only", action="store_true", help="only docs/images/segment_widget.png")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -138,6 +140,9 @@ def main() -> int:
     viewer.dims.set_current_step(0, busiest)
     truth.visible = False
     save(viewer, out / "segment_widget.png")
+    if args.segment_only:
+        viewer.close()
+        return 0
     viewer.window.remove_dock_widget(dock)
 
     # --- Train / fine-tune (a few tiny epochs from scratch on this one patient)

@@ -72,7 +72,8 @@ def test_models_own_postprocessing_is_the_default_shown_and_can_be_switched_off(
     model = ProbModel(OWN)
     use_as_bundled(model)
     widget._show_model_defaults()
-    assert widget.model_defaults.value == "Model's own: threshold 0.4; keep the largest component"
+    assert widget.model_defaults.value == "threshold 0.4; keep the largest component"
+    assert widget.model_defaults.label == "model's own"
     assert widget.threshold.native.text() == "model's own" and widget.postprocess.value == "model"
     assert not widget.min_probability.enabled  # only for peak / mean
 
@@ -117,9 +118,9 @@ def test_model_defaults_label_follows_the_model_choice(grey, tmp_path, monkeypat
     config.write_text(json.dumps({"threshold": 0.45, "postprocessing": {"mode": "peak", "min_probability": 0.9}}))
     monkeypatch.setattr(_models, "_bundled_config", lambda: config)  # the coming model.json, read without TF
     widget._show_model_defaults()
-    assert widget.model_defaults.value == "Model's own: threshold 0.45; keep components with peak probability >= 0.9"
+    assert widget.model_defaults.value == "threshold 0.45; keep components with peak probability >= 0.9"
     widget.add_model_file(tiny_model_path)  # choosing a .keras file updates the label
-    assert widget.model_defaults.value.startswith("Model's own: threshold 0.5; no post-processing")
+    assert widget.model_defaults.value.startswith("threshold 0.5; no post-processing")
     widget.model.value = _models.BUNDLED_SOURCE
     assert "peak probability >= 0.9" in widget.model_defaults.value
     config.write_text("{broken")

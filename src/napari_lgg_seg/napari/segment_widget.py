@@ -133,7 +133,8 @@ class SegmentWidget(Container):
                                       tooltip="Optional grey layer of the FLAIR's shape (not with an RGB image)")
         self.model = ComboBox(name="model", label="model", choices=self._model_choices,
                               tooltip="The bundled U-Net, a .keras file, or a model trained in the Train widget")
-        self.model_defaults = Label(name="model_defaults", value="", label="")
+        self.model_defaults = Label(name="model_defaults", value="", label="model's own",
+                                    tooltip="The threshold and post-processing the model was chosen with")
         self.model_file = FileEdit(name="model_file", label="model file", mode="r", filter="*.keras",
                                    tooltip="Add a .keras model file to the model choices")
         self.option_widgets = dataclass_widgets(SegmentOptions)
@@ -298,7 +299,7 @@ class SegmentWidget(Container):
 
         source = self.model.value
         own = _models.own_settings(source) if source is not None else None
-        text = f"Model's own: {describe_settings(*own)}" if own else "Model's own: unknown (model.json unreadable)"
+        text = describe_settings(*own) if own else "unknown (model.json unreadable)"
         if source is not None and not source.is_bundled and own is not None:
             text += " (a .keras file stores none)"
         try:
