@@ -68,7 +68,7 @@ def grey(make_napari_viewer):
 
 
 def test_models_own_postprocessing_is_the_default_shown_and_can_be_switched_off(grey):
-    viewer, widget, layer = grey
+    _viewer, widget, layer = grey
     model = ProbModel(OWN)
     use_as_bundled(model)
     widget._show_model_defaults()
@@ -106,14 +106,14 @@ def test_models_own_postprocessing_is_the_default_shown_and_can_be_switched_off(
 
 
 def test_min_size_mode_without_a_size_is_refused_with_a_message(grey, error_messages):
-    viewer, widget, layer = grey
+    _viewer, widget, layer = grey
     use_as_bundled(ProbModel(OWN))
     assert widget.segment(TIMEOUT, image=layer, postprocess="min_size", min_size=0) is None
     assert "needs a min. component above 0" in error_messages()[-1] and widget.worker is None
 
 
 def test_model_defaults_label_follows_the_model_choice(grey, tmp_path, monkeypatch, tiny_model_path):
-    viewer, widget, _ = grey
+    _viewer, widget, _ = grey
     config = tmp_path / "model.json"
     config.write_text(json.dumps({"threshold": 0.45, "postprocessing": {"mode": "peak", "min_probability": 0.9}}))
     monkeypatch.setattr(_models, "_bundled_config", lambda: config)  # the coming model.json, read without TF
@@ -266,3 +266,17 @@ def test_save_masks_to_patient_folder_writes_beside_the_slices_and_never_overwri
     other = viewer.add_labels(np.zeros((6, 64, 64), np.uint8), name="drawn")
     assert widget.save_masks_to_patient_folder(other) is None
     assert "'drawn' does not come from a kaggle_3m patient folder" in error_messages()[-1]
+
+
+def test_settings_saved_before_the_models_own_defaults_keep_all_but_the_old_threshold(
+        make_napari_viewer, settings_dir):
+    settings_dir.mkdir(parents=True, exist_ok=True)
+    (settings_dir / "segment.json").write_text(json.dumps({"threshold": 0.5, "batch_size": 2, "min_size": 0}))
+    viewer = make_napari_viewer()
+    widget = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Segment")[1]
+    assert widget.batch_size.value == 2
+    assert widget.options().threshold is None  # the old default 0.5 gives way to the model's own
+    widget.threshold.value = 0.55
+    again = type(widget)(viewer)
+    assert again.threshold.value == pytest.approx(0.55)  # saved under the new meaning: kept
+    assert json.loads((settings_dir / "segment.json").read_text())["_version"] == 2

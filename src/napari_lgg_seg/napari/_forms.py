@@ -109,11 +109,20 @@ def _jsonable(value: Any) -> Any:
 
 
 class SettingsStore:
-    """Remember the values of some widgets across napari restarts (a JSON file)."""
+    """Remember the values of some widgets across napari restarts (a JSON file).
 
-    def __init__(self, name: str, widgets: Iterable[ValueWidget]) -> None:
+    ``version`` numbers the meaning of the settings: values saved under an older version
+    are restored except those named in ``forget_on_upgrade`` (e.g. a setting whose
+    default changed meaning), which go back to their defaults once."""
+
+    VERSION_KEY = "_version"
+
+    def __init__(self, name: str, widgets: Iterable[ValueWidget], version: int = 1,
+                 forget_on_upgrade: Iterable[str] = ()) -> None:
         self.name = name
         self.widgets = {w.name: w for w in widgets}
+        self.version = int(version)
+        self.forget_on_upgrade = set(forget_on_upgrade)
         self.defaults = {n: w.value for n, w in self.widgets.items()}
         self._loading = False
 
@@ -127,11 +136,13 @@ class SettingsStore:
             saved = json.loads(self.path.read_text())
         except (OSError, ValueError):
             saved = {}
+        saved = saved if isinstance(saved, dict) else {}
+        older = saved.get(self.VERSION_KEY, 1) != self.version
         self._loading = True
         try:
-            for name, value in (saved if isinstance(saved, dict) else {}).items():
+            for name, value in saved.items():
                 w = self.widgets.get(name)
-                if w is None or value is None:
+                if w is None or value is None or (older and name in self.forget_on_upgrade):
                     continue
                 try:
                     w.value = value
@@ -148,7 +159,7 @@ class SettingsStore:
     def save(self, *_args) -> None:
         if self._loading:
             return
-        data = {n: _jsonable(w.value) for n, w in self.widgets.items()}
+        data = {self.VERSION_KEY: self.version, **{n: _jsonable(w.value) for n, w in self.widgets.items()}}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_suffix(".json.tmp")

@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from ..core import metrics
 from ..core.errors import InputError, LGGSegError
 from ..core.io import PatientStack
-from ..core.postprocess import PostProcessing
-from ..core import metrics
 from ..core.metrics import abnormality_volume
+from ..core.postprocess import PostProcessing
 
 GROUND_TRUTH = "ground truth"
 SEGMENTATION_SUFFIX = " segmentation"

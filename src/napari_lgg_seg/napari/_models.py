@@ -13,7 +13,6 @@ from pathlib import Path
 
 from psygnal import Signal
 
-
 BUNDLED = "bundled"
 FILE = "file"
 TRAINED = "trained"

@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, Label, ProgressBar, PushButton
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FileEdit,
+    Label,
+    ProgressBar,
+    PushButton,
+)
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info
 from psygnal import Signal
@@ -37,11 +44,11 @@ from ._layers import (
     format_volume,
     image_volume,
     labels_digest,
-    patient_id_of,
     layer_stack,
+    patient_id_of,
     readable_error,
-    spatial_shape,
     segmentation_metadata,
+    spatial_shape,
     volume_summary,
     was_edited,
 )
@@ -173,7 +180,9 @@ class SegmentWidget(Container):
         self._watched = None
         self._last_layer = None
 
-        self.settings = SettingsStore("segment", [self.model_file, *self.option_widgets])
+        # version 2: threshold 0 means the model's own; a 0.5 saved before was the old default
+        self.settings = SettingsStore("segment", [self.model_file, *self.option_widgets], version=2,
+                                      forget_on_upgrade=("threshold",))
         self.model_file.changed.connect(self._on_model_file)
         self.settings.restore()
         self.settings.connect()
