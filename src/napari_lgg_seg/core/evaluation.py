@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -37,7 +38,8 @@ class EvaluationReport:
     flair_only: bool = False  # scored on the FLAIR channel alone (other sequences missing)
 
     def to_json(self, path: str | os.PathLike) -> Path:
-        text = json.dumps(asdict(self), indent=1)
+        """Write the report as strict JSON: undefined figures (NaN) become null."""
+        text = json.dumps(_nan_to_none(asdict(self)), indent=1, allow_nan=False)
         return atomic_write(path, lambda tmp: tmp.write_text(text + "\n"))
 
     def format(self) -> str:
@@ -54,6 +56,16 @@ class EvaluationReport:
             f"{s['slice_sensitivity']:.3f}, specificity {s['slice_specificity']:.3f}",
         ]
         return "\n".join(lines)
+
+
+def _nan_to_none(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_to_none(v) for v in value]
+    return value
 
 
 def summarize(scores: Sequence[PatientScore], truths: Sequence[np.ndarray], preds: Sequence[np.ndarray]) -> dict:
