@@ -243,8 +243,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"{out_dir}: cannot create the output folder ({exc.strerror})") from None
-    if not os.access(out_dir, os.W_OK):
-        raise InputError(f"{out_dir}: --out-dir is not writable")
+    from .core.io import check_writable_folder
+
+    check_writable_folder(out_dir, "--out-dir")
     _check_model_path(args.model)
     if args.offline:
         _note("offline: using the synthetic phantom patient")

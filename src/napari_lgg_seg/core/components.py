@@ -20,17 +20,21 @@ def _label(labels: np.ndarray):
     raise AssertionError("unreachable: int32 numbers every possible component")
 
 
-def remove_small_components(labels: np.ndarray, min_size: int, chunk: int = 32) -> np.ndarray:
+def remove_small_components(labels: np.ndarray, min_size: int, chunk_voxels: int = 1 << 20) -> np.ndarray:
     """Drop connected components (3D, face-connected) smaller than ``min_size`` voxels.
 
     Returns a 0/1 array of ``labels``' dtype. The component numbers take 2 bytes a voxel
-    (uint16) unless there are more than 65,535 components; the result is built ``chunk``
-    slices at a time, so no other full-size temporary is made.
+    (uint16) unless there are more than 65,535 components; sizes and result are computed
+    about ``chunk_voxels`` voxels at a time, so no other full-size temporary is made.
     """
     if min_size <= 1 or not labels.any():
         return labels
-    comp, _ = _label(labels)
-    keep = np.bincount(comp.reshape(-1)) >= min_size
+    comp, n = _label(labels)
+    chunk = max(1, chunk_voxels // max(1, int(np.prod(labels.shape[1:]))))
+    sizes = np.zeros(n + 1, np.int64)
+    for z in range(0, labels.shape[0], chunk):  # bincount casts to intp: 8 bytes a voxel at once
+        sizes += np.bincount(comp[z : z + chunk].reshape(-1), minlength=n + 1)
+    keep = sizes >= min_size
     keep[0] = False
     out = np.empty(labels.shape, labels.dtype)
     for z in range(0, labels.shape[0], chunk):

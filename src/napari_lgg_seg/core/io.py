@@ -262,6 +262,20 @@ def temp_file_beside(target: Path, suffix: str) -> tuple[int, Path]:
     raise InputError(f"{target.parent}: could not create a temporary file")
 
 
+def check_writable_folder(folder: str | os.PathLike, option: str = "") -> Path:
+    """Fail now, not after the slow work, when no file can be created in ``folder``
+    (read-only, no permission, full disk): a probe file is created and removed."""
+    f = Path(folder)
+    label = f"{f} ({option})" if option else str(f)
+    try:
+        fd, probe = temp_file_beside(f / "probe", ".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InputError(f"{label}: cannot write into this folder ({exc.strerror or exc})") from None
+    return f
+
+
 def _temp_pattern(target: Path) -> re.Pattern:
     return re.compile(rf"^\.{re.escape(target.stem)}\.[0-9a-f]{{8}}{re.escape(target.suffix)}$")
 
