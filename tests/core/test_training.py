@@ -176,3 +176,92 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "REPLICAS 2 True" in out.stdout, out.stdout
+
+
+# --------------------------------------------------------------------------- issue 12
+
+
+@pytest.mark.parametrize("crop, message", [
+    (100, "crop size 100 must be a multiple of 16"),
+    (8, "crop size 8 must be a multiple of 16"),
+    (512, "crop size 512 is larger than the 256x256 training slices"),
+])
+def test_crop_size_checked_before_data(tmp_path, crop, message):
+    """Cause 4: ``train --crop-size 100`` (or 8, or 512) failed with a Keras traceback after
+    the data had loaded; the check now runs first (the data root does not even exist)."""
+    from napari_lgg_seg.core.training import train
+
+    with pytest.raises(InputError, match=message):
+        train(tmp_path / "no-such-data", cfg(tmp_path, crop_size=crop), verbose=0)
+    assert not (tmp_path / "m.keras").exists()
+
+
+def _resume_files(tmp_path, state_text, last_bytes=None, last_model=None):
+    (tmp_path / "m.keras.state.json").write_text(state_text)
+    last = tmp_path / "m.last.keras"
+    if last_bytes is not None:
+        last.write_bytes(last_bytes)
+    if last_model is not None:
+        last.write_bytes(last_model.read_bytes())
+    return last
+
+
+@pytest.mark.parametrize("state, last, error, message", [
+    ("{not json", "model", InputError, "m.keras.state.json: damaged resume state (not JSON)"),
+    ('{"best": 0.5}', "model", InputError, "m.keras.state.json: damaged resume state (no epoch count)"),
+    ('{"epoch": 1}', None, InputError, "cannot resume, m.last.keras is missing"),
+    ('{"epoch": 1}', b"garbage", ModelError, "m.last.keras: not a readable .keras model"),
+    ('{"epoch": 1}', "model4", ModelError, "m.last.keras: was trained with base filters 2, not 4"),
+])
+def test_resume_checked_before_training(tmp_path, tiny_model_path, state, last, error, message):
+    """Cause 5: ``train --resume`` with ``state.json`` not JSON, without ``epoch``,
+    ``.last.keras`` missing or garbage, or another ``--base-filters``, gave tracebacks,
+    one after a whole epoch. All are refused before the data is read."""
+    from napari_lgg_seg.core.training import train
+
+    _resume_files(tmp_path, state, last_bytes=last if isinstance(last, bytes) else None,
+                  last_model=tiny_model_path if isinstance(last, str) else None)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    filters = 4 if last == "model4" else 2
+    with pytest.raises(error) as info:
+        train(tmp_path / "no-such-data", cfg(tmp_path, resume=True, epochs=3, base_filters=filters), verbose=0)
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_resume_with_keras_file_that_does_not_load(tmp_path, small_data, tiny_model_path):
+    """Cause 5: a .last.keras whose config is fine but whose weights are damaged gives a
+    one-line ModelError, not a Keras traceback."""
+    import zipfile
+
+    from napari_lgg_seg.core.training import train
+
+    last = _resume_files(tmp_path, '{"epoch": 1, "best": 0.1}')
+    with zipfile.ZipFile(tiny_model_path) as src, zipfile.ZipFile(last, "w") as dst:
+        dst.writestr("config.json", src.read("config.json"))  # no weights
+    with pytest.raises(ModelError, match="m.last.keras: cannot be loaded to resume"):
+        train(small_data, cfg(tmp_path, resume=True, epochs=3), verbose=0)
+
+
+def test_stale_temp_files_removed_when_training_starts(tmp_path, small_data):
+    """Cause 3: kill -9 during a model save left ``.m.XXXX.keras`` forever."""
+    from napari_lgg_seg.core.training import train
+
+    stale = [tmp_path / ".m.0123abcd.keras", tmp_path / ".m.last.89abcdef.keras",
+             tmp_path / ".m.keras.state.00000000.json"]
+    for f in stale:
+        f.write_bytes(b"half a model")
+    other = tmp_path / ".n.0123abcd.keras"
+    other.write_bytes(b"not ours")
+    train(small_data, cfg(tmp_path), verbose=0)
+    assert not any(f.exists() for f in stale) and other.exists()
+
+
+def test_every_patient_fixed_leaves_none_for_training(tmp_path, small_data):
+    """Cause 11: "0 patient(s) are too few for a split with 0 val and 0 test" when every
+    patient was in --val-patients."""
+    from napari_lgg_seg.core.training import train
+
+    ids = small_data.patient_ids()
+    with pytest.raises(InputError, match="all 4 patient.s. are validation or test patients; none is left"):
+        train(small_data, cfg(tmp_path, val_patients=ids[:3], test_patients=ids[3:]), verbose=0)
