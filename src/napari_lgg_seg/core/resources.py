@@ -32,15 +32,16 @@ def gib(n: float) -> str:
 
 
 def check_fits(needed_bytes: int, what: str, hint: str = "") -> None:
-    """Raise InputError when ``needed_bytes`` (plus headroom) exceed the available memory.
+    """Raise InputError when ``needed_bytes`` plus ``HEADROOM_BYTES`` exceed the available memory.
 
     ``what`` says what needs the memory (with the file or option), ``hint`` what to do.
     """
     free = available_memory()
-    if free is None or needed_bytes + HEADROOM_BYTES <= free:
+    needed = needed_bytes + HEADROOM_BYTES
+    if free is None or needed <= free:
         return
     tail = f"; {hint}" if hint else ""
-    raise InputError(f"{what} needs about {gib(needed_bytes)} of memory but only {gib(free)} is available{tail}")
+    raise InputError(f"{what} needs about {gib(needed)} of memory but only {gib(free)} is available{tail}")
 
 
 def segment_bytes(shape: tuple[int, ...], itemsize: int, batch_size: int, base_filters: int = 16,
