@@ -195,8 +195,31 @@ def _strategy_scope(name: str | None):
     if name == "mirrored":
         return tf.distribute.MirroredStrategy().scope()
     if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy().scope()
+        return _multiworker_strategy().scope()
     raise InputError(f"unknown strategy {name!r}; use 'mirrored' or 'multiworker'")
+
+
+def _multiworker_strategy():
+    """MultiWorkerMirroredStrategy (workers from ``TF_CONFIG``) whose ``reduce`` takes what
+    Keras 3 ``Model.fit`` passes to it (keras-team/keras#20585): the first (image, mask)
+    batch as one nested structure, which the collective strategy cannot reduce, so it is
+    reduced leaf by leaf; and scalar metrics with ``axis=0``, reduced across replicas only."""
+    import tensorflow as tf
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    reduce = strategy.reduce
+
+    def leaf(reduce_op, v, axis):
+        local = strategy.experimental_local_results(v)[0]
+        if axis is not None and getattr(getattr(local, "shape", None), "rank", None) == 0:
+            axis = None
+        return reduce(reduce_op, v, axis=axis)
+
+    def reduce_nested(reduce_op, value, axis=None):
+        return tf.nest.map_structure(lambda v: leaf(reduce_op, v, axis), value)
+
+    strategy.reduce = reduce_nested
+    return strategy
 
 
 def _initial_model(cfg: TrainConfig) -> keras.Model:
