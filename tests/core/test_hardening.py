@@ -318,3 +318,20 @@ def test_split_messages():
         split_patients([], 0.0, 0.0)
     with pytest.raises(InputError, match="2 patient.s. are too few .* lower the validation/test fractions"):
         split_patients(["a", "b"], 0.5, 0.4)
+
+
+# --------------------------------------------------------------------------- training options, TF-free
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(crop_size=100), "crop size 100 must be a multiple of 16"),
+    (dict(crop_size=512), "crop size 512 is larger than the 256x256 training slices"),
+    (dict(batch_size=20, samples_per_epoch=8), "batch size 20 is larger than the 8 samples per epoch"),
+])
+def test_train_config_checks_options_without_tensorflow(tmp_path, kw, message):
+    """Cause 4 and 9: the checks live in ``TrainConfig.validate`` (shared by the CLI, the
+    Train widget and ``train()``), which needs no TensorFlow."""
+    from napari_lgg_seg.core.train_config import TrainConfig
+
+    with pytest.raises(InputError, match=message):
+        TrainConfig(out=str(tmp_path / "m.keras"), **kw).validate()

@@ -328,3 +328,15 @@ def test_multiworker_strategy_with_two_local_workers(tmp_path):
     w0, w1 = ([w.numpy() for w in m.trainable_weights] for m in models)
     assert len(w0) == len(w1) > 0
     assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(w0, w1))
+
+
+def test_training_data_that_cannot_fit_is_refused_before_reading(tmp_path, monkeypatch):
+    """Cause 9: the slices of every patient are held in memory; when they cannot fit the
+    run stops before reading them, naming the data root."""
+    from napari_lgg_seg.core import resources
+    from napari_lgg_seg.core.training import load_training_data
+
+    write_kaggle_patient(tmp_path, "TCGA_AA_0001_1", n_slices=6)
+    monkeypatch.setattr(resources, "available_memory", lambda: 2**29 + 2**20)  # headroom + 1 MiB
+    with pytest.raises(InputError, match=rf"{tmp_path}: loading 6 training slices needs about 0.5 GiB"):
+        load_training_data(tmp_path)

@@ -57,6 +57,10 @@ class TrainConfig:
             raise InputError(f"epochs must be at least 1, not {self.epochs}")
         if self.batch_size < 1:
             raise InputError(f"batch size must be at least 1, not {self.batch_size}")
+        if self.samples_per_epoch is not None and self.batch_size > self.samples_per_epoch:
+            raise InputError(
+                f"batch size {self.batch_size} is larger than the {self.samples_per_epoch} samples per epoch"
+            )
         if self.crop_size is not None:
             if self.crop_size < CROP_MULTIPLE or self.crop_size % CROP_MULTIPLE:
                 raise InputError(f"crop size {self.crop_size} must be a multiple of {CROP_MULTIPLE} (e.g. 64, 128)")
