@@ -8,6 +8,9 @@ synthetic phantom when that is absent), then the command line segments it twice 
 child process, once with ``--min-size 0`` and once with ``--min-size N``; the child's
 peak resident memory (``wait4`` maxrss) and wall time are printed as a table and JSON.
 The stacks are written to a temporary folder that is removed at the end.
+
+``--components`` makes the child label with ``core.components.remove_small_components``
+(uint16 labels, chunked) in place of the one ``core.inference`` uses, to compare the two.
 """
 
 from __future__ import annotations
@@ -39,10 +42,17 @@ def make_stack(path: Path, n_slices: int) -> None:
     tifffile.imwrite(path, np.concatenate([image] * reps)[:n_slices], photometric="rgb")
 
 
-def run_segment(stack: Path, out: Path, min_size: int, model: str | None) -> dict:
+_WITH_COMPONENTS = (
+    "import sys; from napari_lgg_seg.core import components, inference; "
+    "inference.remove_small_components = components.remove_small_components; "
+    "from napari_lgg_seg.cli import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
+def run_segment(stack: Path, out: Path, min_size: int, model: str | None, components: bool = False) -> dict:
     """Segment in a child process; return its peak RSS (MiB), wall time and exit status."""
-    cmd = [sys.executable, "-m", "napari_lgg_seg", "segment", str(stack), "-o", str(out),
-           "--min-size", str(min_size)]
+    start = ["-c", _WITH_COMPONENTS] if components else ["-m", "napari_lgg_seg"]
+    cmd = [sys.executable, *start, "segment", str(stack), "-o", str(out), "--min-size", str(min_size)]
     if model:
         cmd += ["--model", model]
     env = dict(os.environ, PYTHONPATH=str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -60,14 +70,17 @@ def main() -> None:
     ap.add_argument("--slices", type=int, nargs="+", default=[100, 1000, 3000])
     ap.add_argument("--min-size", type=int, default=10, help="the --min-size of the second run")
     ap.add_argument("--model", default=None, help="a .keras model instead of the bundled one")
+    ap.add_argument("--components", action="store_true",
+                    help="label with core.components.remove_small_components (see above)")
+    ap.add_argument("--only-min-size", action="store_true", help="skip the --min-size 0 run")
     args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="lgg-mem-") as tmp:
         for n in args.slices:
             stack = Path(tmp) / f"stack{n}.tif"
             make_stack(stack, n)
-            for min_size in (0, args.min_size):
-                r = run_segment(stack, Path(tmp) / "labels.tif", min_size, args.model)
+            for min_size in (args.min_size,) if args.only_min_size else (0, args.min_size):
+                r = run_segment(stack, Path(tmp) / "labels.tif", min_size, args.model, args.components)
                 r["slices"] = n
                 rows.append(r)
                 print(f"{n:>6} slices  --min-size {min_size:<4} peak RSS {r['peak_rss_mib']:>8.1f} MiB  "
