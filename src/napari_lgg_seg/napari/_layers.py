@@ -226,7 +226,7 @@ def segmentation_metadata(
         "patient_id": patient_id_of(image_layer),
         "digest": labels_digest(labels),
         **{k: v for k, v in (getattr(image_layer, "metadata", None) or {}).items()
-           if k in ("voxel_size", "geometry")},
+           if k in ("voxel_size", "geometry", "slice_files")},
     }
 
 
