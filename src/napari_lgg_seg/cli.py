@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import os
 import re
 import sys
@@ -100,16 +101,20 @@ def _check_model_path(path: str | None) -> None:
         raise ModelError(f"{path}: no such model file")
 
 
+_VERBOSE = False  # set by --verbose: let TensorFlow's own messages through
+
+
 @contextlib.contextmanager
 def _quiet_tensorflow():
     """Hide TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) while it is imported
-    and a model is built. TensorFlow 2.21 logs it through absl before TF_CPP_MIN_LOG_LEVEL
-    is read, so the native stderr is pointed at /dev/null for that time. Python errors
-    are unaffected. Set TF_CPP_MIN_LOG_LEVEL yourself to see everything."""
-    if "TF_CPP_MIN_LOG_LEVEL" in os.environ or "tensorflow" in sys.modules:
+    and a model is built. TensorFlow 2.21 logs some of it through absl before
+    TF_CPP_MIN_LOG_LEVEL is read, so the native stderr is pointed at /dev/null for that
+    time, whatever that variable says. Python errors are unaffected. ``--verbose`` shows
+    everything."""
+    if _VERBOSE or "tensorflow" in sys.modules:
         yield
         return
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         sys.stderr.flush()
         saved = os.dup(2)
@@ -178,7 +183,9 @@ _non_negative_int = _number(int, lambda v: v >= 0, "must be 0 or more")
 _probability = _number(float, lambda v: 0.0 < v < 1.0, "must be between 0 and 1 (exclusive)")
 _fraction = _number(float, lambda v: 0.0 <= v < 1.0, "must be in [0, 1)")
 _share = _number(float, lambda v: 0.0 <= v <= 1.0, "must be in [0, 1]")
-_positive_float = _number(float, lambda v: v > 0, "must be greater than 0")
+_positive_float = _number(float, lambda v: 0 < v < math.inf, "must be a finite number greater than 0")
+# a voxel edge above 1 m is a mistake, and the bound keeps Z*Y*X (mm^3) finite
+_voxel_mm = _number(float, lambda v: 0 < v <= 1000, "must be a voxel edge in mm, greater than 0 and at most 1000")
 
 
 def _volume_lines(labels, voxel_size) -> str:
@@ -265,15 +272,17 @@ def _segment_one(args: argparse.Namespace) -> int:
     for src in [args.input[0], args.pre_contrast, args.post_contrast]:
         if src and Path(src).is_file() and out.exists() and out.resolve() == Path(src).resolve():
             raise InputError(f"{out}: the output would overwrite the input")
-    from .core.io import _SLICE_RE, _has_kaggle_slices
+    from .core.io import check_not_patient_file
 
-    if _SLICE_RE.match(out.name) and _has_kaggle_slices(out.parent):
-        raise InputError(f"{out}: the output would land among the kaggle_3m slices and masks of "
-                         f"{out.parent}; write it elsewhere")
+    check_not_patient_file(out)
     stack = _read_flair(args)
     from .core.preprocess import as_channels_last
 
     as_channels_last(stack.image)  # shape check before the (slow) model load
+    from .core.resources import check_fits, segment_bytes
+
+    check_fits(segment_bytes(stack.image.shape, stack.image.dtype.itemsize, args.batch_size),
+               f"segmenting {args.input[0]} with --batch-size {args.batch_size}", "lower --batch-size")
     model = _load_engine(args.model, args.engine)
     bar = ProgressBar(f"segmenting {stack.patient_id}")
     try:
@@ -348,6 +357,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"{out_dir}: cannot create the output folder ({exc.strerror})") from None
+    from .core.io import check_writable_folder
+
+    check_writable_folder(out_dir, "--out-dir")
     _check_model_path(args.model)
     options = _segment_options(args)
     if args.offline:
@@ -542,8 +554,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--min-probability", type=_share, default=None, metavar="P",
                        help="for --postprocess peak/mean: the lowest peak/mean probability kept")
 
+    def add_verbose(p):
+        p.add_argument("--verbose", action="store_true",
+                       help="also show TensorFlow's own start-up and device messages on stderr")
+
     def add_voxel(p):
-        p.add_argument("--voxel-size", type=_positive_float, nargs=3, metavar=("Z", "Y", "X"), default=None,
+        p.add_argument("--voxel-size", type=_voxel_mm, nargs=3, metavar=("Z", "Y", "X"), default=None,
                        help="voxel size in mm, to report the abnormality volume in mm^3")
 
     p = sub.add_parser(
@@ -579,6 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_engine(p)
     add_inference(p)
     add_voxel(p)
+    add_verbose(p)
     p.set_defaults(func=cmd_segment)
 
     p = sub.add_parser(
@@ -600,6 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_engine(p)
     add_inference(p)
     add_voxel(p)
+    add_verbose(p)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser(
@@ -657,6 +675,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-budget", type=_positive_float, default=None, metavar="MINUTES",
                    help="stop after the epoch during which this many minutes have passed")
     p.add_argument("--log-csv", default=None, metavar="PATH", help="append per-epoch metrics to this CSV file")
+    add_verbose(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -676,14 +695,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_inference(p)
     p.add_argument("--flair-only", action="store_true",
                    help="segment the FLAIR channel alone, as if pre- and post-contrast were missing")
+    add_verbose(p)
     p.set_defaults(func=cmd_evaluate)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (``--help`` raises SystemExit(0))."""
+    global _VERBOSE
     parser = build_parser()
     args = parser.parse_args(argv)
+    _VERBOSE = bool(getattr(args, "verbose", False))
     # tifffile logs a warning for damaged files before raising; the one-line error says it all
     logging.getLogger("tifffile").setLevel(logging.ERROR)
     try:

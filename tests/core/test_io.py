@@ -148,6 +148,10 @@ def test_write_masks_to_patient_folder_checks_the_slices(tmp_path):
         write_masks_to_patient_folder(folder, np.zeros((5, 16, 16), np.uint8), "P_1")
     with pytest.raises(InputError, match="not a kaggle_3m patient folder"):
         write_masks_to_patient_folder(tmp_path / "nowhere", labels, "P_1")
-    assert len(write_masks_to_patient_folder(folder, labels, "P_1")) == 4
+    recorded = [f"P_1_{i}.tif" for i in (1, 2, 3, 4)]
+    with pytest.raises(InputError, match="no longer holds P_1_5.tif"):
+        write_masks_to_patient_folder(folder, labels, "P_1", slice_files=[*recorded[1:], "P_1_5.tif"])
+    written = write_masks_to_patient_folder(folder, labels, "P_1", slice_files=recorded)
+    assert [w.name for w in written] == [f"P_1_{i}_mask.tif" for i in (1, 2, 3, 4)]
     with pytest.raises(InputError, match="refusing to overwrite 4"):
         write_masks_to_patient_folder(folder, labels, "P_1")

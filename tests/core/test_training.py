@@ -176,3 +176,167 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "REPLICAS 2 True" in out.stdout, out.stdout
+
+
+# --------------------------------------------------------------------------- issue 12
+
+
+@pytest.mark.parametrize("crop, message", [
+    (100, "crop size 100 must be a multiple of 16"),
+    (8, "crop size 8 must be a multiple of 16"),
+    (512, "crop size 512 is larger than the 256x256 training slices"),
+])
+def test_crop_size_checked_before_data(tmp_path, crop, message):
+    """Cause 4: ``train --crop-size 100`` (or 8, or 512) failed with a Keras traceback after
+    the data had loaded; the check now runs first (the data root does not even exist)."""
+    from napari_lgg_seg.core.training import train
+
+    with pytest.raises(InputError, match=message):
+        train(tmp_path / "no-such-data", cfg(tmp_path, crop_size=crop), verbose=0)
+    assert not (tmp_path / "m.keras").exists()
+
+
+def _resume_files(tmp_path, state_text, last_bytes=None, last_model=None):
+    (tmp_path / "m.keras.state.json").write_text(state_text)
+    last = tmp_path / "m.last.keras"
+    if last_bytes is not None:
+        last.write_bytes(last_bytes)
+    if last_model is not None:
+        last.write_bytes(last_model.read_bytes())
+    return last
+
+
+@pytest.mark.parametrize("state, last, error, message", [
+    ("{not json", "model", InputError, "m.keras.state.json: damaged resume state (not JSON)"),
+    ('{"best": 0.5}', "model", InputError, "m.keras.state.json: damaged resume state (no epoch count)"),
+    ('{"epoch": 1}', None, InputError, "cannot resume, m.last.keras is missing"),
+    ('{"epoch": 1}', b"garbage", ModelError, "m.last.keras: not a readable .keras model"),
+    ('{"epoch": 1}', "model4", ModelError, "m.last.keras: was trained with base filters 2, not 4"),
+])
+def test_resume_checked_before_training(tmp_path, tiny_model_path, state, last, error, message):
+    """Cause 5: ``train --resume`` with ``state.json`` not JSON, without ``epoch``,
+    ``.last.keras`` missing or garbage, or another ``--base-filters``, gave tracebacks,
+    one after a whole epoch. All are refused before the data is read."""
+    from napari_lgg_seg.core.training import train
+
+    _resume_files(tmp_path, state, last_bytes=last if isinstance(last, bytes) else None,
+                  last_model=tiny_model_path if isinstance(last, str) else None)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    filters = 4 if last == "model4" else 2
+    with pytest.raises(error) as info:
+        train(tmp_path / "no-such-data", cfg(tmp_path, resume=True, epochs=3, base_filters=filters), verbose=0)
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_resume_with_keras_file_that_does_not_load(tmp_path, small_data, tiny_model_path):
+    """Cause 5: a .last.keras whose config is fine but whose weights are damaged gives a
+    one-line ModelError, not a Keras traceback."""
+    import zipfile
+
+    from napari_lgg_seg.core.training import train
+
+    last = _resume_files(tmp_path, '{"epoch": 1, "best": 0.1}')
+    with zipfile.ZipFile(tiny_model_path) as src, zipfile.ZipFile(last, "w") as dst:
+        dst.writestr("config.json", src.read("config.json"))  # no weights
+    with pytest.raises(ModelError, match="m.last.keras: cannot be loaded to resume"):
+        train(small_data, cfg(tmp_path, resume=True, epochs=3), verbose=0)
+
+
+def test_stale_temp_files_removed_when_training_starts(tmp_path, small_data):
+    """Cause 3: kill -9 during a model save left ``.m.XXXX.keras`` forever."""
+    from napari_lgg_seg.core.training import train
+
+    stale = [tmp_path / ".m.0123abcd.keras", tmp_path / ".m.last.89abcdef.keras",
+             tmp_path / ".m.keras.state.00000000.json"]
+    for f in stale:
+        f.write_bytes(b"half a model")
+    other = tmp_path / ".n.0123abcd.keras"
+    other.write_bytes(b"not ours")
+    train(small_data, cfg(tmp_path), verbose=0)
+    assert not any(f.exists() for f in stale) and other.exists()
+
+
+def test_every_patient_fixed_leaves_none_for_training(tmp_path, small_data):
+    """Cause 11: "0 patient(s) are too few for a split with 0 val and 0 test" when every
+    patient was in --val-patients."""
+    from napari_lgg_seg.core.training import train
+
+    ids = small_data.patient_ids()
+    with pytest.raises(InputError, match="all 4 patient.s. are validation or test patients; none is left"):
+        train(small_data, cfg(tmp_path, val_patients=ids[:3], test_patients=ids[3:]), verbose=0)
+
+
+MULTIWORKER = r"""
+import sys, numpy as np
+from napari_lgg_seg import PatientStack
+from napari_lgg_seg.core.dataset import slices_from_stacks
+from napari_lgg_seg.core.training import TrainConfig, train
+rng = np.random.default_rng(0)
+stacks = [PatientStack(rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8),
+                       (rng.random((4, 32, 32)) > 0.8).astype(np.uint8), f"P{i}") for i in range(3)]
+r = train(slices_from_stacks(stacks), TrainConfig(out=sys.argv[1], epochs=1, batch_size=4, base_filters=2,
+          init_from="scratch", crop_size=64, samples_per_epoch=8, strategy="multiworker"), verbose=0)
+print("REPLICAS", r.replicas, r.out.exists(), r.epochs_run, flush=True)
+"""
+
+
+def _free_ports(n: int) -> list[int]:
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def test_multiworker_strategy_with_two_local_workers(tmp_path):
+    """``--strategy multiworker``: two worker processes on 127.0.0.1 (TF_CONFIG) train a
+    tiny model for one epoch in sync: 2 replicas, and both end with the same trained weights.
+    (Keras 3 alone fails here, keras-team/keras#20585; see ``_multiworker_strategy``.)"""
+    import os
+
+    import numpy as np
+
+    from napari_lgg_seg.core.model import load_model
+
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
+    procs = []
+    for i in range(2):
+        (tmp_path / f"w{i}").mkdir()
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
+        env = dict(os.environ, TF_CONFIG=tf_config, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
+        procs.append(subprocess.Popen([sys.executable, "-c", MULTIWORKER, str(tmp_path / f"w{i}" / "m.keras")],
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        results = [p.communicate(timeout=400) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, (out, err) in zip(procs, results):
+        assert p.returncode == 0, err[-3000:]
+        assert "REPLICAS 2 True 1" in out, out
+    models = [load_model(tmp_path / f"w{i}" / "m.last.keras") for i in range(2)]
+    # each worker saw its own shard of the batches (its batch-norm statistics differ), yet
+    # the trained weights agree: the gradients were all-reduced between the workers
+    stats = [[w.numpy() for w in m.non_trainable_weights] for m in models]
+    assert not all(np.allclose(a, b) for a, b in zip(*stats))
+    w0, w1 = ([w.numpy() for w in m.trainable_weights] for m in models)
+    assert len(w0) == len(w1) > 0
+    assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(w0, w1))
+
+
+def test_training_data_that_cannot_fit_is_refused_before_reading(tmp_path, monkeypatch):
+    """Cause 9: the slices of every patient are held in memory; when they cannot fit the
+    run stops before reading them, naming the data root."""
+    from napari_lgg_seg.core import resources
+    from napari_lgg_seg.core.training import load_training_data
+
+    write_kaggle_patient(tmp_path, "TCGA_AA_0001_1", n_slices=6)
+    monkeypatch.setattr(resources, "available_memory", lambda: 2**29 + 2**20)  # headroom + 1 MiB
+    with pytest.raises(InputError, match=rf"{tmp_path}: loading 6 training slices needs about 0.5 GiB"):
+        load_training_data(tmp_path)

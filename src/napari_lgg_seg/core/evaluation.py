@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -38,7 +39,8 @@ class EvaluationReport:
     postprocessing: str = "none"
 
     def to_json(self, path: str | os.PathLike) -> Path:
-        text = json.dumps(asdict(self), indent=1)
+        """Write the report as strict JSON: undefined figures (NaN) become null."""
+        text = json.dumps(_nan_to_none(asdict(self)), indent=1, allow_nan=False)
         return atomic_write(path, lambda tmp: tmp.write_text(text + "\n"))
 
     def format(self) -> str:
@@ -58,6 +60,16 @@ class EvaluationReport:
             lines.append("per-patient Dice by lesion size (thirds by true voxels): " + "; ".join(
                 f"{k} ({v['n']}, {v['voxels']}) {v['dice_mean']:.3f}" for k, v in s["dice_by_size"].items()))
         return "\n".join(lines)
+
+
+def _nan_to_none(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_to_none(v) for v in value]
+    return value
 
 
 def summarize(scores: Sequence[PatientScore], truths: Sequence[np.ndarray], preds: Sequence[np.ndarray]) -> dict:

@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 
 from .errors import Cancelled, InputError, ModelError
+from .components import remove_small_components  # noqa: F401 - public here since 1.0
 from .postprocess import NONE, PostProcessing, keep_components, model_defaults
 from .preprocess import MODEL_SIZE, as_channels_last, intensity_range, resize_slices, to_model_input
 
@@ -105,13 +106,6 @@ def predict_probabilities(
         if progress is not None and progress(done, z) is False:
             raise Cancelled(f"segmentation cancelled after {done} of {z} slices")
     return probs[0] if single else probs
-
-
-def remove_small_components(labels: np.ndarray, min_size: int) -> np.ndarray:
-    """Drop connected components (3D, face-connected) smaller than ``min_size`` voxels."""
-    if min_size <= 1 or not labels.any():
-        return labels
-    return keep_components(labels, None, PostProcessing("min_size", int(min_size))).astype(labels.dtype)
 
 
 def resolve_postprocessing(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import secrets
 import shutil
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,6 +16,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import InputError
+from .preprocess import check_values
+from .resources import check_fits
 
 if TYPE_CHECKING:  # pragma: no cover
     from .geometry import Geometry
@@ -46,13 +51,27 @@ class PatientStack:
 
 
 def _read_tiff(path: Path) -> np.ndarray:
+    """Read a TIFF, refusing (before allocating) one whose header claims more memory than
+    this machine has, and one that holds no pixels."""
     import tifffile
 
     try:
-        data = tifffile.imread(path)
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0] if tif.series else None
+            if series is None or int(np.prod(series.shape)) == 0:
+                raise InputError(f"{path}: TIFF file holds no image data (0 slices)")
+            check_fits(int(np.prod(series.shape)) * np.dtype(series.dtype).itemsize,
+                       f"{path}: reading its {'x'.join(map(str, series.shape))} {series.dtype} image")
+            data = series.asarray()
+    except InputError:
+        raise
+    except MemoryError:
+        raise InputError(f"{path}: not enough memory to read this TIFF file") from None
     except Exception as exc:  # tifffile raises many types for bad files
         raise InputError(f"{path}: not a readable TIFF file ({type(exc).__name__}: {exc})") from None
-    return np.asarray(data)
+    data = np.asarray(data)
+    check_values(data, str(path))
+    return data
 
 
 def binarize_mask(mask: np.ndarray, path: Path | str) -> np.ndarray:
@@ -106,12 +125,16 @@ def _read_kaggle_folder(folder: Path) -> PatientStack:
             )
         slices.append(arr)
     mask_vol = None
+    unmasked = [n for n in order if n not in masks]
+    if masks and unmasked:
+        # scoring or training on them as if empty would be silently wrong
+        raise InputError(
+            f"{folder}: {len(unmasked)} of {len(order)} slices have no mask (first: "
+            f"{images[unmasked[0]].stem}_mask.tif); give every slice its mask or remove the masks"
+        )
     if masks:
         mask_slices = []
         for n in order:
-            if n not in masks:
-                mask_slices.append(np.zeros(shape[:2], np.uint8))
-                continue
             m = _read_tiff(masks[n])
             if m.ndim == 3:  # some tools save masks as RGB; all channels are equal
                 m = m[..., 0]
@@ -204,18 +227,55 @@ def _has_kaggle_slices(folder: Path) -> bool:
 
 
 def find_patient_folders(root: str | os.PathLike) -> list[Path]:
-    """Patient folders (folders holding kaggle_3m slices) at or below ``root``, sorted."""
+    """Patient folders (folders holding kaggle_3m slices) at or below ``root``, sorted.
+
+    Symbolic links are followed, but each real folder is visited once (a link back up
+    the tree is not a second copy of the data); two folders with slices of the same
+    patient id are refused.
+    """
     r = Path(root)
     if not r.is_dir():
         raise InputError(f"{r}: not a folder")
+    seen: set[str] = set()
+    owner: dict[str, Path] = {}
     found = []
     for dirpath, dirnames, filenames in os.walk(r, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
         dirnames.sort()
-        if any(_SLICE_RE.match(f) and "_mask" not in f.lower() for f in filenames):
-            found.append(Path(dirpath))
+        pids = {m["pid"] for m in map(_SLICE_RE.match, filenames) if m and not m["mask"]}
+        if not pids:
+            continue
+        folder = Path(dirpath)
+        for pid in sorted(pids):
+            if pid in owner:
+                raise InputError(f"{folder}: patient {pid} is also in {owner[pid]}; keep one copy")
+            owner[pid] = folder
+        found.append(folder)
     if not found:
         raise InputError(f"{r}: no patient folders (folders with <ID>_<n>.tif slices) found")
     return sorted(found)
+
+
+def check_not_patient_file(path: str | os.PathLike) -> None:
+    """Refuse an output whose name is a kaggle_3m slice or mask name (``<ID>_<n>.tif``,
+    ``<ID>_<n>_mask.tif``) in a folder that holds kaggle_3m slices: it would replace
+    ground truth or be read back as part of the patient."""
+    p = Path(path)
+    if not _SLICE_RE.match(p.name) or not p.parent.is_dir():
+        return
+    try:
+        has_slices = any(_SLICE_RE.match(e.name) for e in p.parent.iterdir() if e.name != p.name)
+    except OSError:
+        return
+    if has_slices:
+        raise InputError(
+            f"{p}: name of a kaggle_3m slice or mask in a patient folder; writing it would change "
+            "that patient's data; choose another name or folder"
+        )
 
 
 def _check_parent(path: Path) -> None:
@@ -238,9 +298,53 @@ def temp_file_beside(target: Path, suffix: str) -> tuple[int, Path]:
     raise InputError(f"{target.parent}: could not create a temporary file")
 
 
+def check_writable_folder(folder: str | os.PathLike, option: str = "") -> Path:
+    """Fail now, not after the slow work, when no file can be created in ``folder``
+    (read-only, no permission, full disk): a probe file is created and removed."""
+    f = Path(folder)
+    label = f"{f} ({option})" if option else str(f)
+    try:
+        fd, probe = temp_file_beside(f / "probe", ".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InputError(f"{label}: cannot write into this folder ({exc.strerror or exc})") from None
+    return f
+
+
+def _temp_pattern(target: Path) -> re.Pattern:
+    return re.compile(rf"^\.{re.escape(target.stem)}\.[0-9a-f]{{8}}{re.escape(target.suffix)}$")
+
+
+def remove_stale_temp_files(target: str | os.PathLike, older_than_s: float = 0.0) -> list[Path]:
+    """Delete hidden temporary files that an interrupted (killed) ``atomic_write`` of
+    ``target`` left beside it; returns what was removed."""
+    t = Path(target)
+    if not t.parent.is_dir():
+        return []
+    pattern, now, removed = _temp_pattern(t), time.time(), []
+    for entry in t.parent.iterdir():
+        try:
+            if pattern.match(entry.name) and entry.is_file() and now - entry.stat().st_mtime >= older_than_s:
+                entry.unlink()
+                removed.append(entry)
+        except OSError:  # gone already, or not ours to delete
+            continue
+    return removed
+
+
+def write_failure(target: Path, exc: OSError) -> InputError:
+    """A one-line error for a failed write that names the file the user asked for (not
+    the hidden temporary file) and says when the disk is full."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return InputError(f"{target}: cannot write, the disk is full ({target.parent})")
+    return InputError(f"{target}: cannot write ({exc.strerror or exc})")
+
+
 def atomic_write(path: str | os.PathLike, write) -> Path:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then move it into place
-    (keeping the permissions of a file it replaces)."""
+    (keeping the permissions of a file it replaces). An OSError becomes an InputError
+    naming ``path``."""
     target = Path(path)
     _check_parent(target)
     fd, tmp = temp_file_beside(target, target.suffix)
@@ -250,9 +354,11 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
         if target.exists():
             shutil.copymode(target, tmp)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise write_failure(target, exc) from None
         raise
     return target
 
@@ -269,6 +375,7 @@ def write_labels_tiff(
 
     from .tiff_geometry import imagej_kwargs
 
+    check_not_patient_file(path)
     data = np.ascontiguousarray(labels, dtype=np.uint8)
     if data.ndim == 2:
         data = data[None]
@@ -280,17 +387,46 @@ def write_labels_tiff(
     return atomic_write(path, lambda tmp: tifffile.imwrite(tmp, data, compression="zlib", **kwargs))
 
 
+_PATIENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def check_patient_id(patient_id: str) -> str:
+    """A patient id usable in file names: letters, digits, ``._-``, not starting with a dot
+    (so no path separators and no ``..``)."""
+    pid = str(patient_id or "")
+    if not _PATIENT_ID_RE.match(pid):
+        raise InputError(f"patient id {pid!r} cannot name mask files; use letters, digits, '.', '_' and '-'")
+    return pid
+
+
+def slice_numbers(slice_files: Sequence[str]) -> list[int]:
+    """The ``<n>`` of each ``<ID>_<n>.tif`` name the reader recorded."""
+    numbers = []
+    for name in slice_files:
+        m = _SLICE_RE.match(Path(name).name)
+        if not m or m["mask"]:
+            raise InputError(f"{name}: not a kaggle_3m slice name (<ID>_<n>.tif)")
+        numbers.append(int(m["n"]))
+    if len(set(numbers)) != len(numbers):
+        raise InputError("slice names repeat a slice number")
+    return numbers
+
+
 def write_kaggle_masks(
-    folder: str | os.PathLike, labels: np.ndarray, patient_id: str, *, overwrite: bool = False
+    folder: str | os.PathLike, labels: np.ndarray, patient_id: str, *, overwrite: bool = False,
+    slice_files: Sequence[str] | None = None,
 ) -> list[Path]:
     """Write ``<ID>_<n>_mask.tif`` files (0/255) for each slice, as kaggle_3m does.
 
-    Refuses to overwrite existing masks unless ``overwrite`` is True; nothing is written
-    when any target exists.
+    ``n`` is the number of the slice's file in ``slice_files`` (the names ``read_patient``
+    recorded), or 1..Z without it. All or nothing: every mask is first written to a hidden
+    temporary file; only when all are written are they moved into place, and a failure
+    leaves the folder as it was. Refuses to overwrite existing masks unless ``overwrite``.
     """
     import tifffile
 
     out = Path(folder)
+    pid = check_patient_id(patient_id)
     if not out.parent.is_dir():
         raise InputError(f"{out}: folder {out.parent} does not exist")
     vol = np.asarray(labels)
@@ -298,27 +434,86 @@ def write_kaggle_masks(
         vol = vol[None]
     if vol.ndim != 3:
         raise InputError(f"labels of shape {vol.shape} cannot be written as kaggle_3m masks")
-    targets = [out / f"{patient_id}_{i + 1}_mask.tif" for i in range(vol.shape[0])]
+    numbers = slice_numbers(slice_files) if slice_files is not None else list(range(1, vol.shape[0] + 1))
+    if len(numbers) != vol.shape[0]:
+        raise InputError(f"{out}: {vol.shape[0]} label slices but {len(numbers)} slice names")
+    targets = [out / f"{pid}_{n}_mask.tif" for n in numbers]
     existing = [t for t in targets if t.exists()]
     if existing and not overwrite:
         raise InputError(f"{existing[0]}: file exists; refusing to overwrite {len(existing)} mask file(s)")
+    created = not out.exists()
     out.mkdir(exist_ok=True)
-    for t, sl in zip(targets, vol):
-        data = np.where(sl > 0, 255, 0).astype(np.uint8)
-        atomic_write(t, lambda tmp, d=data: tifffile.imwrite(tmp, d))
+    temps: list[Path] = []
+    try:
+        for t, sl in zip(targets, vol):
+            fd, tmp = temp_file_beside(t, t.suffix)
+            os.close(fd)
+            temps.append(tmp)
+            tifffile.imwrite(tmp, np.where(sl > 0, 255, 0).astype(np.uint8))
+        _move_all_into_place(temps, targets)
+    except BaseException as exc:
+        for tmp in temps:
+            if tmp.exists():
+                tmp.unlink()
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        if isinstance(exc, OSError):
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise InputError(f"{out}: cannot write the masks, the disk is full; nothing was written") from None
+            raise InputError(f"{out}: cannot write the masks ({exc.strerror or exc}); nothing was written") from None
+        raise
     return targets
 
 
-def write_masks_to_patient_folder(folder: str | os.PathLike, labels: np.ndarray, patient_id: str) -> list[Path]:
+def _move_all_into_place(temps: Sequence[Path], targets: Sequence[Path]) -> None:
+    """Rename each temp onto its target; if one rename fails, undo the earlier ones
+    (replaced files come back from hard-linked backups)."""
+    done: list[tuple[Path, Path | None]] = []
+    try:
+        for tmp, t in zip(temps, targets):
+            backup = None
+            if t.exists():
+                fd, backup = temp_file_beside(t, ".bak")
+                os.close(fd)
+                os.replace(t, backup)
+                shutil.copymode(backup, tmp)
+            try:
+                os.replace(tmp, t)
+            except BaseException:
+                if backup is not None:
+                    os.replace(backup, t)
+                raise
+            done.append((t, backup))
+    except BaseException:
+        for t, backup in reversed(done):
+            if backup is not None:
+                os.replace(backup, t)
+            else:
+                t.unlink()
+        raise
+    for _, backup in done:
+        if backup is not None:
+            backup.unlink()
+
+
+def write_masks_to_patient_folder(folder: str | os.PathLike, labels: np.ndarray, patient_id: str,
+                                  slice_files: Sequence[str] | None = None) -> list[Path]:
     """Write kaggle_3m masks (``<ID>_<n>_mask.tif``) beside the slices of a patient folder.
 
-    The folder must hold the slices ``<ID>_1.tif`` ... ``<ID>_Z.tif`` of the labels' Z
-    slices; existing masks are never overwritten (InputError, nothing written)."""
+    The folder must still hold the slices: those named in ``slice_files`` (as the reader
+    recorded them), else ``<ID>_1.tif`` ... ``<ID>_Z.tif`` for the labels' Z slices.
+    Existing masks are never overwritten (InputError, nothing written)."""
     p = Path(folder)
     if not p.is_dir() or not _has_kaggle_slices(p):
         raise InputError(f"{p}: not a kaggle_3m patient folder; save the masks with File > Save Selected Layers")
     vol = np.asarray(labels)
     vol = vol[None] if vol.ndim == 2 else vol
+    if slice_files:
+        missing = [f for f in slice_files if not (p / Path(f).name).is_file()]
+        if missing:
+            raise InputError(f"{p}: no longer holds {missing[0]} ({len(missing)} of the recorded slices missing); "
+                             "masks would not line up")
+        return write_kaggle_masks(p, vol, patient_id, overwrite=False, slice_files=[Path(f).name for f in slice_files])
     numbers = sorted(int(m["n"]) for e in p.iterdir()
                      if (m := _SLICE_RE.match(e.name)) and not m["mask"] and m["pid"] == patient_id)
     if numbers != list(range(1, vol.shape[0] + 1)):

@@ -87,34 +87,26 @@ def describe_settings(threshold: float, post: PostProcessing) -> str:
     return f"threshold {threshold:g}; " + ("no post-processing" if text == "none" else text)
 
 
-def _label(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    from scipy import ndimage
-
-    # uint16 labels while they fit: half the memory of scipy's default int32
-    try:
-        out = np.empty(mask.shape, np.uint16)
-        n = ndimage.label(mask, output=out)
-        return out, int(n)
-    except RuntimeError:  # more than 65535 components
-        comp, n = ndimage.label(mask)
-        return comp, int(n)
-
-
 def keep_components(mask: np.ndarray, probs: np.ndarray | None, post: PostProcessing) -> np.ndarray:
     """Apply ``post`` to a binary ``mask`` (Z, Y, X) or (Y, X); ``probs`` (same shape) is
     needed for ``peak`` and ``mean``. Returns uint8 0/1 of the same shape."""
-    mask = np.asarray(mask) > 0
+    mask = np.asarray(mask)
     if post.mode in ("peak", "mean") and (probs is None or np.shape(probs) != mask.shape):
         raise InputError(f"post-processing {post.mode!r} needs the probabilities of the same shape as the mask")
     if post.mode == "none" and post.min_size <= 1 or not mask.any():
-        return mask.astype(np.uint8)
+        return (mask > 0).astype(np.uint8)
     from scipy import ndimage
 
-    comp, n = _label(mask)
+    from .components import component_sizes, label_components, select_components
+
+    squeeze = mask.ndim == 2
+    if squeeze:
+        mask, probs = mask[None], None if probs is None else np.asarray(probs)[None]
+    comp, n = label_components(mask)
     index = np.arange(1, n + 1)
     keep = np.ones(n + 1, bool)
     keep[0] = False
-    sizes = np.bincount(comp.ravel(), minlength=n + 1)
+    sizes = component_sizes(comp, n)
     if post.min_size > 1:
         keep &= sizes >= post.min_size
     if post.mode == "largest":
@@ -125,4 +117,5 @@ def keep_components(mask: np.ndarray, probs: np.ndarray | None, post: PostProces
         keep[1:] &= np.asarray(ndimage.maximum(probs, comp, index)) >= post.min_probability
     elif post.mode == "mean":
         keep[1:] &= np.asarray(ndimage.mean(probs, comp, index)) >= post.min_probability
-    return keep[comp].astype(np.uint8)
+    out = select_components(comp, keep)
+    return out[0] if squeeze else out

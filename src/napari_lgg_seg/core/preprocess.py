@@ -15,6 +15,36 @@ import numpy as np
 from .errors import InputError
 
 MODEL_SIZE = (256, 256)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def check_values(data: np.ndarray, where: str = "image") -> None:
+    """Refuse data that cannot be segmented: complex or non-numeric dtypes, NaN or
+    infinite values, and float values beyond the float32 range the model computes in.
+    ``where`` (a file name) starts the message. Works slice by slice, without a full copy."""
+    a = np.asarray(data)
+    if np.iscomplexobj(a):
+        raise InputError(f"{where}: complex-valued data ({a.dtype}) cannot be segmented; give real intensities")
+    if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
+        raise InputError(f"{where}: data of type {a.dtype} is not numeric")
+    if not np.issubdtype(a.dtype, np.floating) or a.size == 0:
+        return
+    bad = big = 0
+    step = 1 << 22  # elements per chunk: the boolean temporaries stay small
+    if a.flags.c_contiguous or a.ndim < 2:
+        flat = a.reshape(-1)
+        parts = (flat[i : i + step] for i in range(0, flat.size, step))
+    else:
+        parts = iter(a)
+    for part in parts:
+        finite = np.isfinite(part)
+        bad += int(part.size - np.count_nonzero(finite))
+        if a.dtype.itemsize > 4:
+            big += int(np.count_nonzero(np.abs(part[finite]) > _FLOAT32_MAX))
+    if bad:
+        raise InputError(f"{where}: {bad} NaN or infinite value(s) in the data; fix or mask them first")
+    if big:
+        raise InputError(f"{where}: {big} value(s) beyond the float32 range (|v| > {_FLOAT32_MAX:.3g})")
 
 
 def as_channels_last(volume: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -36,6 +66,7 @@ def as_channels_last(volume: np.ndarray) -> tuple[np.ndarray, bool]:
         v = v[..., :3]
     if v.size == 0:
         raise InputError(f"array of shape {v.shape} is empty")
+    check_values(v)
     return v, single
 
 

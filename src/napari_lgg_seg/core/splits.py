@@ -39,8 +39,13 @@ def split_patients(
     # deal stratified positions: every k-th patient of the institution-ordered list
     n = len(ordered)
     n_test, n_val = int(round(n * test_fraction)), int(round(n * val_fraction))
+    if n == 0:
+        raise InputError("no patients to split")
     if n - n_test - n_val < 1:
-        raise InputError(f"{n} patient(s) are too few for a split with {n_val} val and {n_test} test")
+        raise InputError(
+            f"{n} patient(s) are too few for a split with {n_val} validation and {n_test} test patient(s); "
+            "lower the validation/test fractions"
+        )
     offset = int(rng.integers(0, max(1, n // max(1, n_test + n_val))))
     held = [ordered[(p + offset) % n] for p in np.linspace(0, n, num=n_test + n_val, endpoint=False).astype(int)]
     test: list[str] = []

@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError
+from .preprocess import MODEL_SIZE
+
+# the U-Net pools 4 times, so crops must divide by 2**4
+CROP_MULTIPLE = 16
 
 
 @dataclass
@@ -53,6 +57,19 @@ class TrainConfig:
             raise InputError(f"epochs must be at least 1, not {self.epochs}")
         if self.batch_size < 1:
             raise InputError(f"batch size must be at least 1, not {self.batch_size}")
+        if self.samples_per_epoch is not None and self.batch_size > self.samples_per_epoch:
+            raise InputError(
+                f"batch size {self.batch_size} is larger than the {self.samples_per_epoch} samples per epoch"
+            )
+        if self.crop_size is not None:
+            if self.crop_size < CROP_MULTIPLE or self.crop_size % CROP_MULTIPLE:
+                raise InputError(f"crop size {self.crop_size} must be a multiple of {CROP_MULTIPLE} (e.g. 64, 128)")
+            if self.crop_size > min(MODEL_SIZE):
+                raise InputError(
+                    f"crop size {self.crop_size} is larger than the {MODEL_SIZE[0]}x{MODEL_SIZE[1]} training slices"
+                )
+        if self.base_filters < 1:
+            raise InputError(f"base filters must be at least 1, not {self.base_filters}")
         if self.lr_schedule not in ("plateau", "cosine"):
             raise InputError(f"unknown learning-rate schedule {self.lr_schedule!r}; use 'plateau' or 'cosine'")
         if not 0.0 <= self.missing_sequence <= 1.0:

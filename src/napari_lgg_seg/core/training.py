@@ -8,6 +8,7 @@ import math
 import os
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +23,10 @@ import numpy as np
 from .augment import AugmentConfig
 from .dataset import SliceDataset, SliceSet, slices_from_stacks
 from .errors import InputError, ModelError
-from .io import atomic_write, find_patient_folders, read_patient
+from .io import atomic_write, find_patient_folders, kaggle_slices, read_patient, remove_stale_temp_files
 from .metrics import dice
+from .preprocess import MODEL_SIZE
+from .resources import check_fits
 from .model import build_unet, compile_unet, load_model, save_model
 from .splits import split_patients
 from .train_config import TrainConfig
@@ -47,6 +50,67 @@ def _state_path(out: Path) -> Path:
 
 def _last_path(out: Path) -> Path:
     return out.with_name(out.stem + ".last.keras")
+
+
+def _split_path(out: Path) -> Path:
+    return out.with_name(out.stem + ".split.json")
+
+
+def remove_stale_outputs(out: Path) -> list[Path]:
+    """Delete temporary files that a killed save of this run's outputs left behind."""
+    removed = []
+    for target in (out, _last_path(out), _state_path(out), _split_path(out)):
+        removed += remove_stale_temp_files(target)
+    return removed
+
+
+def keras_filters(path: Path) -> int | None:
+    """``base_filters`` of a U-Net saved as .keras (filters of its first convolution),
+    read from the archive's config without TensorFlow; None when not one of our U-Nets."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            config = json.loads(z.read("config.json"))
+    except (OSError, zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise ModelError(f"{path}: not a readable .keras model ({type(exc).__name__})") from None
+    for layer in config.get("config", {}).get("layers", []):
+        if layer.get("name") == "enc0_conv1":
+            return int(layer.get("config", {}).get("filters", 0)) or None
+    return None
+
+
+def check_resume(cfg: TrainConfig) -> dict | None:
+    """The saved state of the run to continue (``cfg.resume``), checked before any data is
+    read: a JSON state file with the epoch reached, a readable ``<out>.last.keras`` and
+    the same ``base_filters``. None when not resuming."""
+    if not cfg.resume:
+        return None
+    out = Path(cfg.out)
+    state_file, last = _state_path(out), _last_path(out)
+    if not state_file.exists():
+        raise InputError(f"{out}: nothing to resume (no {state_file.name})")
+    try:
+        state = json.loads(state_file.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        raise InputError(f"{state_file}: damaged resume state (not JSON); start again without --resume") from None
+    epoch = state.get("epoch") if isinstance(state, dict) else None
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
+        raise InputError(f"{state_file}: damaged resume state (no epoch count); start again without --resume")
+    best = state.get("best")
+    if best is not None and not isinstance(best, (int, float)):
+        raise InputError(f"{state_file}: damaged resume state (bad 'best'); start again without --resume")
+    if not last.is_file():
+        raise InputError(f"{out}: cannot resume, {last.name} is missing; start again without --resume")
+    filters = keras_filters(last)
+    if filters is None:
+        raise ModelError(f"{last}: not a U-Net saved by this plugin; cannot resume from it")
+    if filters != cfg.base_filters:
+        raise ModelError(
+            f"{last}: was trained with base filters {filters}, not {cfg.base_filters}; "
+            "resume with the same --base-filters"
+        )
+    if epoch >= cfg.epochs:
+        raise InputError(f"{out}: already trained {epoch} of {cfg.epochs} epochs")
+    return state
 
 
 def per_patient_dice(model, data: SliceSet, batch_size: int = 16, threshold: float = 0.5) -> dict[str, float]:
@@ -131,8 +195,31 @@ def _strategy_scope(name: str | None):
     if name == "mirrored":
         return tf.distribute.MirroredStrategy().scope()
     if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy().scope()
+        return _multiworker_strategy().scope()
     raise InputError(f"unknown strategy {name!r}; use 'mirrored' or 'multiworker'")
+
+
+def _multiworker_strategy():
+    """MultiWorkerMirroredStrategy (workers from ``TF_CONFIG``) whose ``reduce`` takes what
+    Keras 3 ``Model.fit`` passes to it (keras-team/keras#20585): the first (image, mask)
+    batch as one nested structure, which the collective strategy cannot reduce, so it is
+    reduced leaf by leaf; and scalar metrics with ``axis=0``, reduced across replicas only."""
+    import tensorflow as tf
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    reduce = strategy.reduce
+
+    def leaf(reduce_op, v, axis):
+        local = strategy.experimental_local_results(v)[0]
+        if axis is not None and getattr(getattr(local, "shape", None), "rank", None) == 0:
+            axis = None
+        return reduce(reduce_op, v, axis=axis)
+
+    def reduce_nested(reduce_op, value, axis=None):
+        return tf.nest.map_structure(lambda v: leaf(reduce_op, v, axis), value)
+
+    strategy.reduce = reduce_nested
+    return strategy
 
 
 def _initial_model(cfg: TrainConfig) -> keras.Model:
@@ -178,8 +265,12 @@ def _policy(name: str):
 
 
 def load_training_data(data_root: str | os.PathLike) -> SliceSet:
-    """Read every patient folder under ``data_root`` (all must have masks)."""
-    return slices_from_stacks([read_patient(p) for p in find_patient_folders(data_root)])
+    """Read every patient folder under ``data_root`` (all must have masks), after checking
+    that their slices (kept as 256x256 uint8 image and mask) fit in memory."""
+    folders = find_patient_folders(data_root)
+    n = sum(len(kaggle_slices(f)[1]) for f in folders)
+    check_fits(n * 4 * MODEL_SIZE[0] * MODEL_SIZE[1], f"{data_root}: loading {n} training slices")
+    return slices_from_stacks([read_patient(p) for p in folders])
 
 
 def train(
@@ -199,6 +290,8 @@ def train(
     cfg = config
     cfg.validate()
     out = Path(cfg.out)
+    state = check_resume(cfg)
+    remove_stale_outputs(out)
     slices = data if isinstance(data, SliceSet) else load_training_data(data)
     ids = slices.patient_ids()
     if cfg.val_patients is not None or cfg.test_patients is not None:
@@ -209,6 +302,10 @@ def train(
         overlap = sorted(set(cfg.val_patients or []) & set(cfg.test_patients or []))
         if overlap:
             raise InputError(f"patients both in validation and test: {', '.join(overlap)}")
+        if not set(ids) - fixed:
+            raise InputError(
+                f"all {len(ids)} patient(s) are validation or test patients; none is left for training"
+            )
         rest = split_patients(
             [p for p in ids if p not in fixed],
             0.0 if cfg.val_patients is not None else cfg.val_fraction,
@@ -232,16 +329,17 @@ def train(
             f"batch size {cfg.batch_size} is larger than the {len(train_set)} training slices"
         )
 
-    state = json.loads(_state_path(out).read_text()) if cfg.resume and _state_path(out).exists() else None
-    if cfg.resume and state is None:
-        raise InputError(f"{out}: nothing to resume (no {_state_path(out).name})")
     initial_epoch = state["epoch"] if state else 0
-    if initial_epoch >= cfg.epochs:
-        raise InputError(f"{out}: already trained {initial_epoch} of {cfg.epochs} epochs")
 
     with _policy(cfg.precision), _strategy_scope(cfg.strategy):
         if state:
-            model = keras.models.load_model(_last_path(out))
+            try:
+                model = keras.models.load_model(_last_path(out))
+            except Exception as exc:  # Keras raises many types for damaged archives
+                raise ModelError(
+                    f"{_last_path(out)}: cannot be loaded to resume ({type(exc).__name__}); "
+                    "start again without --resume"
+                ) from None
         else:
             model = compile_unet(_initial_model(cfg), cfg.learning_rate, cfg.ema_momentum)
 
@@ -280,7 +378,7 @@ def train(
     if not out.exists():  # stopped before the first epoch ended: keep nothing half-done
         return TrainResult(out, None, None, epochs_run, hist, split, True, _replicas(model))
     atomic_write(
-        out.with_name(out.stem + ".split.json"), lambda tmp: tmp.write_text(json.dumps(split, indent=1))
+        _split_path(out), lambda tmp: tmp.write_text(json.dumps(split, indent=1))
     )
     return TrainResult(
         out=out,

@@ -579,7 +579,8 @@ class SegmentWidget(Container):
                        "save it with File > Save Selected Layers")
             return None
         try:
-            written = write_masks_to_patient_folder(source, np.asarray(layer.data), patient_id_of(layer))
+            written = write_masks_to_patient_folder(source, np.asarray(layer.data), patient_id_of(layer),
+                                                    slice_files=(layer.metadata or {}).get("slice_files"))
         except LGGSegError as exc:
             self._fail(readable_error(exc))
             return None

@@ -100,8 +100,13 @@ def write_kaggle_masks(path: str, data, meta: dict) -> list[str]:
         if p.exists() and not p.is_dir():
             raise InputError(f"{p}: exists and is not a folder; kaggle_3m masks go into a folder")
         arr = _check_labels(data, meta.get("name", "labels"))
-        pid = str((meta.get("metadata") or {}).get("patient_id") or p.name)
-        written = core_io.write_kaggle_masks(p, arr, pid, overwrite=False)
+        md = meta.get("metadata") or {}
+        pid = str(md.get("patient_id") or p.name)
+        files = md.get("slice_files") or None  # masks are numbered like the slices they belong to
+        if files is not None and len(files) != (arr.shape[0] if arr.ndim == 3 else 1):
+            raise InputError(f"{meta.get('name', 'labels')}: {len(files)} slice files recorded but "
+                             f"{arr.shape[0]} slices of labels; cannot number the masks")
+        written = core_io.write_kaggle_masks(p, arr, pid, overwrite=False, slice_files=files)
     except InputError as exc:
         raise WriteRefused(str(exc)) from None
     return [str(w) for w in written]
