@@ -181,7 +181,7 @@ RUNTIMES = ("auto", "onnxruntime", "openvino")
 
 
 def openvino_available() -> bool:
-    """Whether the optional OpenVINO runtime is installed (without importing it)."""
+    """Whether the OpenVINO runtime is installed (without importing it)."""
     import importlib.util
 
     return importlib.util.find_spec("openvino") is not None
@@ -298,7 +298,7 @@ def load_bundled_int8(folder: str | os.PathLike | None = None, runtime: str = "a
                              "(rerun scripts/export_int8.py)")
         meta = {k: v for k, v in info.items() if k not in ("split", "int8")}
         meta.update(weights_sha256=record["weights_sha256"], engine="int8", bundled=True)
-        # OpenVINO (optional) only where the export checked its parity too
+        # OpenVINO only where the export checked its parity too
         ov_ok = (record.get("parity_openvino") or {}).get("passed") and openvino_available()
         if runtime == "openvino" and not ov_ok:
             raise ModelError("OpenVINO is not installed or its parity was not checked at export")
