@@ -562,7 +562,7 @@ def fake_model(monkeypatch):
     from napari_lgg_seg import cli
 
     loads = []
-    monkeypatch.setattr(cli, "_load_model", lambda path: loads.append(path) or _FlairFake())
+    monkeypatch.setattr(cli, "_load_engine", lambda path, engine: loads.append(path) or _FlairFake())
     return loads
 
 

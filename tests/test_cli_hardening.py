@@ -45,7 +45,7 @@ def test_segment_refuses_output_among_patient_files(patient, capsys, tiny_model_
     before = snapshot(patient)
     code, _, err = run(capsys, "segment", patient, "-o", patient / name, "--model", tiny_model_path)
     assert code == 1
-    assert_one_line_error(code, err, str(patient / name), "kaggle_3m slice or mask")
+    assert_one_line_error(code, err, str(patient / name), "among the kaggle_3m slices and masks")
     assert snapshot(patient) == before
 
 

@@ -40,7 +40,7 @@ def test_labels_writer_refuses_patient_file_names(tmp_path, name):
     ``<ID>_99.tif`` planted a fake slice; both left P unreadable."""
     d = write_kaggle_patient(tmp_path, PID)
     before = snapshot(d)
-    with pytest.raises(InputError, match=rf"{name}: name of a kaggle_3m slice or mask"):
+    with pytest.raises(InputError, match=rf"{name}: the output would land among the kaggle_3m slices"):
         write_labels_tiff(d / name, np.zeros((6, 32, 32), np.uint8))
     assert snapshot(d) == before
     assert read_patient(d).n_slices == 6

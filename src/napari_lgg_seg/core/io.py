@@ -262,19 +262,26 @@ def find_patient_folders(root: str | os.PathLike) -> list[Path]:
 
 def check_not_patient_file(path: str | os.PathLike) -> None:
     """Refuse an output whose name is a kaggle_3m slice or mask name (``<ID>_<n>.tif``,
-    ``<ID>_<n>_mask.tif``) in a folder that holds kaggle_3m slices: it would replace
-    ground truth or be read back as part of the patient."""
+    ``<ID>_<n>_mask.tif``) in a folder that holds slices or masks of that same patient
+    ``<ID>`` or is a patient folder (its slices are named after it): it would replace
+    ground truth or be read back as part of the patient. A folder of outputs named
+    ``<ID>.tif`` per patient is not a patient folder."""
     p = Path(path)
-    if not _SLICE_RE.match(p.name) or not p.parent.is_dir():
+    m = _SLICE_RE.match(p.name)
+    if not m or not p.parent.is_dir():
         return
+    ids = {m["pid"].lower(), p.parent.name.lower()}
     try:
-        has_slices = any(_SLICE_RE.match(e.name) for e in p.parent.iterdir() if e.name != p.name)
+        has_slices = any(
+            (e := _SLICE_RE.match(f.name)) and e["pid"].lower() in ids
+            for f in p.parent.iterdir() if f.name != p.name
+        )
     except OSError:
         return
     if has_slices:
         raise InputError(
-            f"{p}: name of a kaggle_3m slice or mask in a patient folder; writing it would change "
-            "that patient's data; choose another name or folder"
+            f"{p}: the output would land among the kaggle_3m slices and masks of {p.parent}; "
+            "writing it would change that patient's data; choose another name or folder"
         )
 
 
