@@ -9,8 +9,9 @@ child process, once with ``--min-size 0`` and once with ``--min-size N``; the ch
 peak resident memory (``wait4`` maxrss) and wall time are printed as a table and JSON.
 The stacks are written to a temporary folder that is removed at the end.
 
-``--components`` makes the child label with ``core.components.remove_small_components``
-(uint16 labels, chunked) in place of the one ``core.inference`` uses, to compare the two.
+``--engine`` is passed on to ``segment`` (default: auto, the bundled model's int8 engine;
+``keras`` loads TensorFlow). Post-processing labels with ``core.components`` (uint16
+component numbers, chunked), as ``segment`` does.
 """
 
 from __future__ import annotations
@@ -42,17 +43,10 @@ def make_stack(path: Path, n_slices: int) -> None:
     tifffile.imwrite(path, np.concatenate([image] * reps)[:n_slices], photometric="rgb")
 
 
-_WITH_COMPONENTS = (
-    "import sys; from napari_lgg_seg.core import components, inference; "
-    "inference.remove_small_components = components.remove_small_components; "
-    "from napari_lgg_seg.cli import main; sys.exit(main(sys.argv[1:]))"
-)
-
-
-def run_segment(stack: Path, out: Path, min_size: int, model: str | None, components: bool = False) -> dict:
+def run_segment(stack: Path, out: Path, min_size: int, model: str | None, engine: str = "auto") -> dict:
     """Segment in a child process; return its peak RSS (MiB), wall time and exit status."""
-    start = ["-c", _WITH_COMPONENTS] if components else ["-m", "napari_lgg_seg"]
-    cmd = [sys.executable, *start, "segment", str(stack), "-o", str(out), "--min-size", str(min_size)]
+    cmd = [sys.executable, "-m", "napari_lgg_seg", "segment", str(stack), "-o", str(out),
+           "--min-size", str(min_size), "--engine", engine]
     if model:
         cmd += ["--model", model]
     env = dict(os.environ, PYTHONPATH=str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -70,8 +64,7 @@ def main() -> None:
     ap.add_argument("--slices", type=int, nargs="+", default=[100, 1000, 3000])
     ap.add_argument("--min-size", type=int, default=10, help="the --min-size of the second run")
     ap.add_argument("--model", default=None, help="a .keras model instead of the bundled one")
-    ap.add_argument("--components", action="store_true",
-                    help="label with core.components.remove_small_components (see above)")
+    ap.add_argument("--engine", choices=["auto", "int8", "keras"], default="auto")
     ap.add_argument("--only-min-size", action="store_true", help="skip the --min-size 0 run")
     args = ap.parse_args()
     rows = []
@@ -80,9 +73,10 @@ def main() -> None:
             stack = Path(tmp) / f"stack{n}.tif"
             make_stack(stack, n)
             for min_size in (args.min_size,) if args.only_min_size else (0, args.min_size):
-                r = run_segment(stack, Path(tmp) / "labels.tif", min_size, args.model, args.components)
+                r = run_segment(stack, Path(tmp) / "labels.tif", min_size, args.model, args.engine)
                 r["slices"] = n
                 rows.append(r)
+                r["engine"] = args.engine
                 print(f"{n:>6} slices  --min-size {min_size:<4} peak RSS {r['peak_rss_mib']:>8.1f} MiB  "
                       f"{r['seconds']:>7.1f} s  exit {r['exit']}", flush=True)
                 if r["exit"] != 0:

@@ -280,3 +280,12 @@ def add_verbose(p: argparse.ArgumentParser) -> None:
 def add_voxel(p: argparse.ArgumentParser) -> None:
     p.add_argument("--voxel-size", type=_voxel_mm, nargs=3, metavar=("Z", "Y", "X"), default=None,
                    help="voxel size in mm, to report the abnormality volume in mm^3")
+
+
+def _settings_line(model, options: dict) -> str:
+    """What a run uses: the threshold and post-processing (the model's own unless told)."""
+    from ..core.inference import resolve_postprocessing
+
+    t, post = resolve_postprocessing(model, options.get("threshold"), options.get("postprocess"),
+                                     options.get("min_size"))
+    return f"threshold {t:g}, post-processing: {post.describe()}"

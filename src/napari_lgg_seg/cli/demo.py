@@ -17,6 +17,7 @@ from ._common import (
     _one_line,
     _scores_line,
     _segment_options,
+    _settings_line,
     _volume_lines,
     add_engine,
     add_inference,
@@ -90,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     from ..core.overview import write_overview_png
 
     png = write_overview_png(out_dir / f"{stack.patient_id}_overview.png", stack.image, stack.mask, pred)
-    _info(f"{stack.patient_id}: {stack.n_slices} slices segmented with {_model_label(model)}")
+    _info(f"{stack.patient_id}: {stack.n_slices} slices segmented with {_model_label(model)} "
+          f"({_settings_line(model, options)})")
     if stack.mask is not None:
         _info(_scores_line(stack.mask, pred))
         _info("ground truth " + _volume_lines(stack.mask, args.voxel_size))

@@ -19,6 +19,7 @@ from ._common import (
     _one_line,
     _scores_line,
     _segment_options,
+    _settings_line,
     _volume_lines,
     add_engine,
     add_inference,
@@ -137,7 +138,8 @@ def _segment_one(args: argparse.Namespace) -> int:
     if str(out).lower().endswith((".nii", ".nii.gz")) and stack.geometry is None and voxel is None:
         _note(f"{out.name}: the input has no voxel size; the NIfTI gets 1 mm voxels (give --voxel-size)")
     write_labels(out, labels, stack, args.voxel_size)
-    _info(f"{stack.patient_id}: {stack.n_slices} slices segmented with {_model_label(model)}")
+    _info(f"{stack.patient_id}: {stack.n_slices} slices segmented with {_model_label(model)} "
+          f"({_settings_line(model, _segment_options(args))})")
     _info(_volume_lines(labels, voxel))
     if stack.mask is not None:
         _info(_scores_line(stack.mask.reshape(labels.shape), labels))
