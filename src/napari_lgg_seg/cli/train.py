@@ -53,6 +53,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="start from the bundled model, from random weights, or from a .keras file")
     p.add_argument("--val-patients", nargs="+", metavar="ID", default=None,
                    help="patient ids to validate on (instead of a random --val-fraction)")
+    p.add_argument("--test-patients", nargs="+", metavar="ID", default=None,
+                   help="hold out exactly these patients as the test set (never used); "
+                   "default: --test-fraction of the others")
     p.add_argument("--val-fraction", type=_fraction, default=0.1,
                    help="fraction of patients for validation (stratified by institution)")
     p.add_argument("--test-fraction", type=_fraction, default=0.0,
@@ -103,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         ema_momentum=args.ema,
         init_from=args.init_from,
         val_patients=args.val_patients,
+        test_patients=args.test_patients,
         val_fraction=args.val_fraction,
         test_fraction=args.test_fraction,
         seed=args.seed,
