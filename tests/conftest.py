@@ -61,3 +61,12 @@ def tiny_model_path(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("models") / "tiny.keras"
     save_model(build_unet(base_filters=2), path)
     return path
+
+
+@pytest.fixture
+def data_root(tmp_path) -> Path:
+    """A folder of three small synthetic kaggle_3m patients (4 slices each)."""
+    root = tmp_path / "kaggle_3m"
+    for i in range(3):
+        write_kaggle_patient(root, f"TCGA_X{i}_000{i}_20000101", n_slices=4, seed=i)
+    return root

@@ -435,13 +435,6 @@ def test_demo_missing_model(tmp_path, capsys):
 # --------------------------------------------------------------------------- train / evaluate
 
 
-@pytest.fixture
-def data_root(tmp_path) -> Path:
-    root = tmp_path / "kaggle_3m"
-    for i in range(3):
-        write_kaggle_patient(root, f"TCGA_X{i}_000{i}_20000101", n_slices=4, seed=i)
-    return root
-
 
 def test_train_one_epoch_then_evaluate(tmp_path, capsys, data_root):
     model = tmp_path / "tiny.keras"

@@ -27,13 +27,6 @@ def patient(tmp_path) -> Path:
     return write_kaggle_patient(tmp_path / "data", PID, n_slices=6)
 
 
-@pytest.fixture
-def data_root(tmp_path) -> Path:
-    root = tmp_path / "kaggle_3m"
-    for i in range(3):
-        write_kaggle_patient(root, f"TCGA_X{i}_000{i}_20000101", n_slices=4, seed=i)
-    return root
-
 
 # --------------------------------------------------------------------------- cause 1
 
