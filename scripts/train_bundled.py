@@ -67,12 +67,17 @@ def main() -> int:
     ap.add_argument("--export-only", action="store_true",
                     help="only export the last phase's model (e.g. after resuming it with the CLI)")
     ap.add_argument("--export", default="src/napari_lgg_seg/bundled")
+    ap.add_argument("--export-from", default=None,
+                    help="with --export-only: the model to export (default: <work>/phase5.keras)")
     ap.add_argument("--selection", default=None,
                     help="selection.json of scripts/evaluate_bundled.py select: its threshold and "
                     "post-processing go into model.json (default: <work>/eval/selection.json if present)")
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    if args.export_only:  # no data needed
+        export(Path(args.export_from) if args.export_from else work / "phase5.keras", args)
+        return 0
     all_data = load_training_data(args.data)
     split11 = json.loads(SPLIT_11.read_text())
     data = all_data.subset([p for v in split11.values() for p in v])  # phases 1-4: 1.1's patients
@@ -92,9 +97,6 @@ def main() -> int:
     phase3 = work / "phase3.keras"
     phase4 = work / "phase4.keras"
     phase5 = work / "phase5.keras"
-    if args.export_only:
-        export(phase5, args)
-        return 0
     if args.start_phase <= 2:
         r2 = train(data, TrainConfig(
             out=str(phase2), epochs=200, batch_size=8, learning_rate=3e-4, init_from=str(phase1),
