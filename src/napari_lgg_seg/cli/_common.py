@@ -285,7 +285,7 @@ def add_voxel(p: argparse.ArgumentParser) -> None:
 def _settings_line(model, options: dict) -> str:
     """What a run uses: the threshold and post-processing (the model's own unless told)."""
     from ..core.inference import resolve_postprocessing
+    from ..core.postprocess import describe_settings
 
-    t, post = resolve_postprocessing(model, options.get("threshold"), options.get("postprocess"),
-                                     options.get("min_size"))
-    return f"threshold {t:g}, post-processing: {post.describe()}"
+    return describe_settings(*resolve_postprocessing(
+        model, options.get("threshold"), options.get("postprocess"), options.get("min_size")))

@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from ..core.batch import format_for_path
 
     _check_model_path(args.model)
-    _segment_options(args)  # contradictory post-processing flags: refused before any work
+    options = _segment_options(args)  # contradictory post-processing flags: refused before any work
     if args.shard is not None:
         from ..core.batch import parse_shard
 
@@ -105,11 +105,11 @@ def run(args: argparse.Namespace) -> int:
     if (args.pre_contrast or args.post_contrast) and (len(args.input) > 1 or not to_file):
         raise InputError("--pre-contrast/--post-contrast go with one FLAIR input and an output file (-o OUT.tif|.nii.gz)")
     if to_file:
-        return _segment_one(args)
-    return _segment_many(args)
+        return _segment_one(args, options)
+    return _segment_many(args, options)
 
 
-def _segment_one(args: argparse.Namespace) -> int:
+def _segment_one(args: argparse.Namespace, options: dict) -> int:
     from ..core.batch import segment_stack, write_labels
 
     out = _check_output(args.output, (), "output")  # the extension was checked by format_for_path
@@ -131,7 +131,7 @@ def _segment_one(args: argparse.Namespace) -> int:
     bar = ProgressBar(f"segmenting {stack.patient_id}")
     try:
         labels = segment_stack(stack, model, batch_size=args.batch_size, progress=bar, engine=args.engine,
-                               **_segment_options(args))
+                               **options)
     finally:
         bar.close()
     voxel = stack.voxel_size or args.voxel_size
@@ -139,7 +139,7 @@ def _segment_one(args: argparse.Namespace) -> int:
         _note(f"{out.name}: the input has no voxel size; the NIfTI gets 1 mm voxels (give --voxel-size)")
     write_labels(out, labels, stack, args.voxel_size)
     _info(f"{stack.patient_id}: {stack.n_slices} slices segmented with {_model_label(model)} "
-          f"({_settings_line(model, _segment_options(args))})")
+          f"({_settings_line(model, options)})")
     _info(_volume_lines(labels, voxel))
     if stack.mask is not None:
         _info(_scores_line(stack.mask.reshape(labels.shape), labels))
@@ -147,7 +147,7 @@ def _segment_one(args: argparse.Namespace) -> int:
     return 0
 
 
-def _segment_many(args: argparse.Namespace) -> int:
+def _segment_many(args: argparse.Namespace, options: dict) -> int:
     from ..core.batch import patient_inputs, segment_many, summary_name, take_shard
 
     out_dir = Path(args.output)
@@ -179,7 +179,7 @@ def _segment_many(args: argparse.Namespace) -> int:
         results = segment_many(
             args.input, out_dir, model=model, format=args.format or "tif", overwrite=args.overwrite,
             shard=args.shard, voxel_size=args.voxel_size, progress=bar, on_result=report,
-            batch_size=args.batch_size, engine=args.engine, **_segment_options(args),
+            batch_size=args.batch_size, engine=args.engine, **options,
         )
     finally:
         bar.close()
