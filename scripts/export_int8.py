@@ -49,23 +49,27 @@ from napari_lgg_seg.core.engine_int8 import (
 )
 from napari_lgg_seg.core.io import atomic_write, read_patient
 from napari_lgg_seg.core.metrics import dice
+from napari_lgg_seg.core.postprocess import PostProcessing, describe_settings, info_defaults
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "lgg" / "kaggle_3m"
 MAX_MEAN_ABS_DIFF = 0.005
 MAX_WORSE = 0.02
 
 
-def parity(patients: list[str], data: Path, keras_model, int8: Int8Engine, threshold: float) -> dict:
-    """Per-patient Dice (vs ground truth) of both engines and the parity verdict."""
+def parity(patients: list[str], data: Path, keras_model, int8: Int8Engine, threshold: float,
+           post: PostProcessing) -> dict:
+    """Per-patient Dice (vs ground truth) of both engines and the parity verdict. Both run
+    with the same explicit threshold and post-processing (the model's own): the int8
+    engine under test carries no ``model.json`` defaults of its own yet."""
     from napari_lgg_seg.core.inference import segment_volume
 
     rows, t_keras, t_int8, n_slices = [], 0.0, 0.0, 0
     for pid in patients:
         st = read_patient(data / pid)
         t0 = time.perf_counter()
-        ref = segment_volume(st.image, keras_model, threshold=threshold, engine="keras")
+        ref = segment_volume(st.image, keras_model, threshold=threshold, postprocess=post, engine="keras")
         t1 = time.perf_counter()
-        new = segment_volume(st.image, int8, threshold=threshold, engine="int8")
+        new = segment_volume(st.image, int8, threshold=threshold, postprocess=post, engine="int8")
         t2 = time.perf_counter()
         t_keras, t_int8, n_slices = t_keras + t1 - t0, t_int8 + t2 - t1, n_slices + st.n_slices
         row = {"patient": pid, "slices": st.n_slices, "dice_keras": dice(st.mask, ref),
@@ -82,6 +86,7 @@ def parity(patients: list[str], data: Path, keras_model, int8: Int8Engine, thres
         "worst_drop": worst,
         "mean_dice_keras": float(np.mean([r["dice_keras"] for r in rows])),
         "mean_dice_int8": float(np.mean([r["dice_int8"] for r in rows])),
+        "settings": describe_settings(threshold, post),
         "rule": f"mean |Dice int8 - Dice keras| <= {MAX_MEAN_ABS_DIFF}, no patient worse by > {MAX_WORSE}",
         "passed": bool(mean_abs <= MAX_MEAN_ABS_DIFF and worst <= MAX_WORSE),
         "speed_ratio_int8_vs_keras": t_keras / t_int8,
@@ -133,13 +138,14 @@ def main(argv=None) -> int:
         q_err = float(np.abs(ref - np.concatenate([int8.predict_on_batch(calib[i : i + 8])
                                                      for i in range(0, len(calib), 8)])).max())
         print(f"int8 vs Keras on the calibration slices: max |probability diff| {q_err:.3f}", flush=True)
+        threshold, post = info_defaults(info)
+        print(f"parity settings (the model's own): {describe_settings(threshold, post)}", flush=True)
         results = {}
         runtimes = ["onnxruntime"] + (["openvino"] if openvino_available() else [])
         for runtime in runtimes:
             engine = int8 if runtime == "onnxruntime" else Int8Engine(q_path, runtime="openvino")
             print(f"parity on {len(split['val'])} validation patients, int8 with {runtime}:", flush=True)
-            result = results[runtime] = parity(split["val"], args.data, keras_model, engine,
-                                               float(info.get("threshold", 0.5)))
+            result = results[runtime] = parity(split["val"], args.data, keras_model, engine, threshold, post)
             print(f"mean |diff| {result['mean_abs_diff']:.4f} (<= {MAX_MEAN_ABS_DIFF}), worst drop "
                   f"{result['worst_drop']:+.4f} (<= {MAX_WORSE}); mean Dice keras "
                   f"{result['mean_dice_keras']:.4f}, int8 {result['mean_dice_int8']:.4f}; int8 "

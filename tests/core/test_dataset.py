@@ -99,3 +99,12 @@ def test_dataset_simulates_missing_sequences_when_asked():
         return sum(np.allclose(x[i, ..., c], x[i, ..., 1]) for i in range(len(x)) for c in (0, 2))
     assert flair_copies(AugmentConfig()) == 0
     assert flair_copies(AugmentConfig(missing_sequence=1.0)) >= 18
+
+
+def test_flair_only_slices_equal_a_grey_flair_stack():
+    """FLAIR copied into all channels equals preprocessing the FLAIR alone (grey)."""
+    st = stacks(1)[0]
+    data = slices_from_stacks([st]).flair_only()
+    grey = slices_from_stacks([PatientStack(st.image[..., 1], st.mask, st.patient_id)])
+    assert np.array_equal(data.images, grey.images) and np.array_equal(data.masks, grey.masks)
+    assert not np.array_equal(slices_from_stacks([st]).images, data.images)

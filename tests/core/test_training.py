@@ -53,6 +53,25 @@ def test_fixed_validation_and_test_patients(tmp_path, small_data):
                        "test": ["TCGA_AA_0002_1"]}
 
 
+def test_flair_only_training_sees_flair_alone(tmp_path, small_data, monkeypatch):
+    """With flair_only, the training and validation slices the model gets are FLAIR alone."""
+    import napari_lgg_seg.core.training as training
+
+    seen = []
+    real = training.SliceDataset
+
+    def spy(data, *a, **kw):
+        seen.append(data.images)
+        return real(data, *a, **kw)
+
+    monkeypatch.setattr(training, "SliceDataset", spy)
+    r = training.train(small_data, cfg(tmp_path, flair_only=True), verbose=0)
+    assert r.out.exists() and len(seen) == 2  # training and validation
+    for images in seen:
+        assert (images[..., 0] == images[..., 1]).all() and (images[..., 2] == images[..., 1]).all()
+    assert not (small_data.images[..., 0] == small_data.images[..., 1]).all()
+
+
 def test_resume_continues_from_last_epoch(tmp_path, small_data):
     from napari_lgg_seg.core.training import train
 

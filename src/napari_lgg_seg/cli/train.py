@@ -70,6 +70,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--missing-sequence", type=_share, default=0.3, metavar="F",
                    help="share of training slices whose pre- and/or post-contrast channel is replaced "
                    "by FLAIR, so the model also works when sequences are missing")
+    p.add_argument("--flair-only", action="store_true",
+                   help="train and validate on FLAIR alone (all three channels FLAIR): a model for "
+                   "stacks without pre- and post-contrast")
     p.add_argument("--patience", type=_positive_int, default=10,
                    help="stop after this many epochs without improvement")
     p.add_argument("--no-augment", action="store_true", help="disable data augmentation")
@@ -115,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         samples_per_epoch=args.samples_per_epoch,
         positive_fraction=args.positive_fraction,
         missing_sequence=args.missing_sequence,
+        flair_only=args.flair_only,
         patience=args.patience,
         time_budget_min=args.time_budget,
         precision=args.precision,

@@ -38,6 +38,11 @@ class SliceSet:
         keep = np.isin(self.patient, list(ids))
         return SliceSet(self.images[keep], self.masks[keep], self.patient[keep])
 
+    def flair_only(self) -> SliceSet:
+        """The same slices with FLAIR in all three channels, as a FLAIR-only stack is fed
+        to the model (each channel is scaled on its own, so this equals scaling FLAIR)."""
+        return SliceSet(np.repeat(self.images[..., 1:2], 3, axis=-1), self.masks, self.patient)
+
 
 def slices_from_stacks(stacks: Sequence[PatientStack], size: tuple[int, int] = MODEL_SIZE) -> SliceSet:
     """Preprocess patients exactly as inference does; every slice is resized to ``size``.

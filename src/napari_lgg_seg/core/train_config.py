@@ -30,6 +30,7 @@ class TrainConfig:
     seed: int = 0
     augment: bool = True
     missing_sequence: float = 0.3  # share of training slices with pre/post-contrast replaced by FLAIR
+    flair_only: bool = False  # train and validate on FLAIR alone (a model for FLAIR-only stacks)
     crop_size: int | None = None
     positive_fraction: float | None = 0.5
     samples_per_epoch: int | None = None

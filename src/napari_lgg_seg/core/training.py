@@ -322,6 +322,8 @@ def train(
     else:
         split = {"train": ids, "val": [], "test": []}
     train_set, val_set = slices.subset(split["train"]), slices.subset(split["val"])
+    if cfg.flair_only:
+        train_set, val_set = train_set.flair_only(), val_set.flair_only()
     if len(train_set) == 0:
         raise InputError("no training slices left after the validation/test split")
     if cfg.batch_size > len(train_set) and cfg.samples_per_epoch is None:
