@@ -17,8 +17,16 @@ its mean per-patient Dice with the chosen settings is at least the baseline's (1
 1.1's shipped defaults: threshold 0.5, no post-processing) both with all sequences and
 with FLAIR alone. Test patients are used for no choice.
 
-``test`` scores the bundled model (with its model.json settings) and the baseline on the
-test patients, with all sequences and with FLAIR alone, and writes the reports.
+``select --flair-only`` does the same for the FLAIR-only companion (``--model``), on the
+validation patients with FLAIR alone; its ship rule (``docs/training/flair-model/rule.txt``,
+fixed before it was trained): its mean per-patient Dice with the chosen settings is at least
+the main model's FLAIR-only figure (``--main-selection``, that model's own select) + 0.02.
+
+``test`` scores the bundled model as users get it and the baseline on the test patients,
+with all sequences and with FLAIR alone, and writes the reports. The bundled model runs
+through ``resolve_model``: FLAIR-only stacks go to its FLAIR-only companion when it has
+one, and each patient is scored with the threshold and post-processing of the network
+that segmented it.
 """
 
 from __future__ import annotations
@@ -32,11 +40,11 @@ from pathlib import Path
 import numpy as np
 
 from napari_lgg_seg.core.evaluation import PatientScore, summarize
-from napari_lgg_seg.core.inference import predict_probabilities
+from napari_lgg_seg.core.inference import model_label, predict_probabilities, resolve_model
 from napari_lgg_seg.core.io import atomic_write, read_patient
 from napari_lgg_seg.core.metrics import dice, iou
 from napari_lgg_seg.core.model import load_model, model_name
-from napari_lgg_seg.core.postprocess import NONE, PostProcessing, keep_components
+from napari_lgg_seg.core.postprocess import NONE, PostProcessing, describe_settings, keep_components, model_defaults
 from napari_lgg_seg.core.overview import flair_channel
 
 THRESHOLDS = (0.5, 0.4, 0.6)
@@ -48,22 +56,27 @@ GRID = (
     + [PostProcessing("mean", 0, p) for p in (0.6, 0.7, 0.8)]
 )
 TIE = 0.005
+FLAIR_MARGIN = 0.02  # the companion must beat the main model with FLAIR alone by this much
 
 
-def probabilities(model, data: Path, patients: list[str], flair_only: bool) -> dict:
-    """Per patient: (ground truth, probabilities) from one pass of the network."""
+def probabilities(model, data: Path, patients: list[str], flair_only: bool, routed: bool = False) -> dict:
+    """Per patient: (ground truth, probabilities, network) from one pass of the network.
+    ``routed``: the bundled model as users get it (``resolve_model`` picks the network)."""
     out = {}
     for pid in patients:
         st = read_patient(data / pid)
         image = flair_channel(st.image) if flair_only else st.image
-        out[pid] = (st.mask > 0, predict_probabilities(image, model))
+        net = resolve_model(image, model) if routed else model
+        out[pid] = (st.mask > 0, predict_probabilities(image, net, flair_model=False), net)
     return out
 
 
-def score(probs: dict, threshold: float, post: PostProcessing) -> tuple[list[PatientScore], dict]:
+def score(probs: dict, threshold: float | None, post: PostProcessing | None) -> tuple[list[PatientScore], dict]:
+    """Per-patient scores and their summary; ``None`` settings: each network's own."""
     scores, truths, preds = [], [], []
-    for pid, (truth, p) in probs.items():
-        pred = keep_components(p >= threshold, p, post)
+    for pid, (truth, p, net) in probs.items():
+        t, pp = model_defaults(net) if threshold is None else (threshold, post)
+        pred = keep_components(p >= t, p, pp)
         scores.append(PatientScore(pid, int(truth.shape[0]), dice(truth, pred), iou(truth, pred),
                                    int(truth.sum()), int(pred.sum())))
         truths.append(truth)
@@ -86,9 +99,9 @@ def cmd_select(args) -> int:
     split = json.loads(Path(args.split).read_text())
     data, out = Path(args.data), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    model, baseline = load_model(args.model), load_model(args.baseline)
+    model = load_model(args.model)
     val = split["val"]
-    probs = probabilities(model, data, val, flair_only=False)
+    probs = probabilities(model, data, val, flair_only=args.flair_only)
     grid = []
     for rank_t, t in enumerate(THRESHOLDS):
         for rank_p, post in enumerate(GRID):
@@ -99,6 +112,9 @@ def cmd_select(args) -> int:
     best = max(g["val_dice_mean"] for g in grid)
     chosen = min((g for g in grid if g["val_dice_mean"] >= best - TIE), key=lambda g: g["simplicity"])
     t, post = chosen["threshold"], PostProcessing.from_dict(chosen["postprocessing"])
+    if args.flair_only:
+        return _select_companion(args, val, grid, chosen, probs)
+    baseline = load_model(args.baseline)
     flair = score(probabilities(model, data, val, flair_only=True), t, post)[1]
     base_probs = probabilities(baseline, data, val, flair_only=False)
     base = score(base_probs, 0.5, NONE)[1]
@@ -117,27 +133,47 @@ def cmd_select(args) -> int:
     return 0
 
 
+def _select_companion(args, val: list[str], grid: list, chosen: dict, probs: dict) -> int:
+    main = json.loads(Path(args.main_selection).read_text())
+    need = main["val"]["flair_only"] + FLAIR_MARGIN
+    result = {
+        "model": args.model, "inputs": "FLAIR alone", "main_selection": args.main_selection,
+        "val_patients": val, "grid": grid,
+        "chosen": {k: chosen[k] for k in ("threshold", "postprocessing", "text")},
+        "val": {"flair_only": chosen["val_dice_mean"],
+                "no_postprocessing": score(probs, 0.5, NONE)[1]["dice_mean"]},
+        "baseline_val": {"flair_only": main["val"]["flair_only"], "model": main["model"]},
+        "rule": f"FLAIR-only mean per-patient Dice >= main model's {main['val']['flair_only']:.4f} + {FLAIR_MARGIN}",
+        "ships": bool(chosen["val_dice_mean"] >= need),
+    }
+    write_json(Path(args.out) / "selection.json", result)
+    print(json.dumps({k: result[k] for k in ("chosen", "val", "baseline_val", "rule", "ships")}, indent=1))
+    return 0
+
+
 def cmd_test(args) -> int:
     split = json.loads(Path(args.split).read_text())
     data, out = Path(args.data), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     bundled = load_model()
-    info = bundled.lgg_info
-    runs = [("bundled", bundled, float(info.get("threshold", 0.5)), PostProcessing.from_dict(info.get("postprocessing"))),
-            ("baseline", load_model(args.baseline), 0.5, NONE)]
+    # None: each patient with the settings of the network that segmented it (model.json)
+    runs = [("bundled", bundled, None, None), ("baseline", load_model(args.baseline), 0.5, NONE)]
     summary = {}
     for tag, model, t, post in runs:
         for flair_only in (False, True):
             start = time.perf_counter()
-            probs = probabilities(model, data, split["test"], flair_only)
+            probs = probabilities(model, data, split["test"], flair_only, routed=tag == "bundled")
             seconds = time.perf_counter() - start
             scores, s = score(probs, t, post)
             key = f"{tag}{'_flair_only' if flair_only else ''}"
-            rep = report(model_name(model), t, post, scores, s, flair_only)
+            nets = {pid: model_label(net) for pid, (_, _, net) in probs.items()}
+            shown = model_defaults(next(iter(probs.values()))[2]) if t is None else (t, post)
+            rep = report(model_name(model), *shown, scores, s, flair_only)
+            rep["networks"] = nets
             rep["seconds"] = seconds
             write_json(out / f"test_{key}.json", rep)
             summary[key] = s
-            print(f"{key} ({model_name(model)}, t={t}, {post.describe()}): per-patient Dice mean "
+            print(f"{key} ({model_name(model)}, {describe_settings(*shown)}): per-patient Dice mean "
                   f"{s['dice_mean']:.3f} median {s['dice_median']:.3f} min {s['dice_min']:.3f}; "
                   f"{s['n_slices']} slices in {seconds:.1f} s", flush=True)
             if tag == "baseline" and not flair_only:
@@ -158,6 +194,10 @@ def main() -> int:
     ap.add_argument("--baseline", default="runs/bundled2/phase4.keras", help="the previous release (1.1)")
     ap.add_argument("--split", default="runs/bundled2/split-2.0.json")
     ap.add_argument("--out", default="runs/bundled2/eval")
+    ap.add_argument("--flair-only", action="store_true",
+                    help="select: the candidate is a FLAIR-only companion, scored with FLAIR alone")
+    ap.add_argument("--main-selection", default="runs/bundled2/eval/selection.json",
+                    help="select --flair-only: the main model's selection.json (its FLAIR-only figure)")
     args = ap.parse_args()
     return cmd_select(args) if args.command == "select" else cmd_test(args)
 

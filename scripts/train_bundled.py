@@ -19,6 +19,16 @@ ones are split on their own, stratified, seed 0, 15% validation / 25% test), and
 fine-tuned on the grown training set with whole slices, cosine decay, EMA and simulated
 missing sequences. ``--start-phase 5 --init-from-bundled`` starts it from the bundled 1.1
 weights without rerunning phases 1-4.
+
+Phase 6 makes 2.1: phase 5's model fine-tuned for 16 more epochs (cosine 1e-4 to 1e-5, EMA)
+with 60% of the drawn slices showing abnormality (2.0 under-segments small lesions).
+Phase 7 makes 2.1's FLAIR-only companion: phase 6 fine-tuned on FLAIR alone (all three
+input channels FLAIR, ``TrainConfig.flair_only``), used by inference whenever a stack has no
+pre- and post-contrast. The rules they had to pass were written before they ran
+(``docs/training/phase6-rule.txt``, ``docs/training/flair-model/rule.txt``).
+
+The threshold and post-processing of each come from ``scripts/evaluate_bundled.py select``
+(``<work>/eval/selection.json`` and, for the companion, ``<work>/eval-flair/selection.json``).
 """
 
 from __future__ import annotations
@@ -36,11 +46,12 @@ from napari_lgg_seg.core.training import TrainConfig, load_training_data, train
 # Release 1.1's split of the first 52 patients (seed 0, 10% val, 20% test): phases 1-4.
 SPLIT_11 = Path(__file__).with_name("split-1.1.json")
 RECIPE = (
-    "python scripts/train_bundled.py --work runs/bundled2 --export runs/bundled2/export && "
-    "python scripts/evaluate_bundled.py select && "
-    "python scripts/train_bundled.py --work runs/bundled2 --export-only"
-    " (this release: --start-phase 5 --init-from-bundled, from 1.1.20261129)"
+    "python scripts/train_bundled.py --work runs/bundled2 --start-phase 5 --init-from-bundled "
+    "(phases 5-7 from 1.1.20261129) && python scripts/evaluate_bundled.py select (main and "
+    "--flair-only) && python scripts/train_bundled.py --work runs/bundled2 --export-only && "
+    "python scripts/export_int8.py && python scripts/export_int8.py --variant flair"
 )
+VERSION = "2.1.%Y%m%d"  # 2.1: phase 6 and its FLAIR-only companion (phase 7)
 
 
 def main() -> int:
@@ -57,18 +68,23 @@ def main() -> int:
     ap.add_argument("--phase5-epochs", type=int, default=40, help="length of the cosine decay")
     ap.add_argument("--phase5-lr", type=float, default=2e-4)
     ap.add_argument("--phase5-missing", type=float, default=0.4)
+    ap.add_argument("--phase6-minutes", type=float, default=24)
+    ap.add_argument("--phase7-minutes", type=float, default=24)
     ap.add_argument("--init-from-bundled", action="store_true",
                     help="phase 5 starts from the bundled 1.1 weights instead of --work/phase4.keras")
     ap.add_argument("--base-filters", type=int, default=16)
     ap.add_argument("--precision", default="mixed_bfloat16")
-    ap.add_argument("--start-phase", type=int, choices=(1, 2, 3, 4, 5), default=1,
+    ap.add_argument("--start-phase", type=int, choices=(1, 2, 3, 4, 5, 6, 7), default=1,
                     help="start from this phase, using the earlier phases' models in --work")
-    ap.add_argument("--resume", action="store_true", help="resume an interrupted phase 5")
+    ap.add_argument("--resume", action="store_true", help="resume an interrupted phase 5, 6 or 7")
     ap.add_argument("--export-only", action="store_true",
                     help="only export the last phase's model (e.g. after resuming it with the CLI)")
     ap.add_argument("--export", default="src/napari_lgg_seg/bundled")
     ap.add_argument("--export-from", default=None,
-                    help="with --export-only: the model to export (default: <work>/phase5.keras)")
+                    help="with --export-only: the main model to export (default: <work>/phase6.keras)")
+    ap.add_argument("--flair-from", default=None,
+                    help="with --export-only: the FLAIR-only companion to export (default: "
+                    "<work>/phase7.keras if present; 'none' exports no companion)")
     ap.add_argument("--selection", default=None,
                     help="selection.json of scripts/evaluate_bundled.py select: its threshold and "
                     "post-processing go into model.json (default: <work>/eval/selection.json if present)")
@@ -76,7 +92,7 @@ def main() -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     if args.export_only:  # no data needed
-        export(Path(args.export_from) if args.export_from else work / "phase5.keras", args)
+        export(Path(args.export_from) if args.export_from else work / "phase6.keras", args)
         return 0
     all_data = load_training_data(args.data)
     split11 = json.loads(SPLIT_11.read_text())
@@ -119,34 +135,57 @@ def main() -> int:
             positive_fraction=0.4, samples_per_epoch=640, patience=args.phase4_epochs, missing_sequence=0.3,
             time_budget_min=args.phase4_minutes, log_csv=str(work / "phase4.csv"), **common), verbose=2)
         print("phase 4:", r4.best_epoch, r4.best_val_patient_dice, flush=True)
-    if args.init_from_bundled:
+    if args.start_phase <= 5 and args.init_from_bundled:
         if bundled_info()["version"].split(".")[:2] != ["1", "1"]:
             raise SystemExit("--init-from-bundled needs the bundled 1.1 model")
         save_model(load_model(), phase4)
     split20 = extend_split(split11, all_data.patient_ids(), val_fraction=0.15, test_fraction=0.25, seed=0)
     (work / "split-2.0.json").write_text(json.dumps(split20, indent=1))
-    r5 = train(all_data, TrainConfig(
-        out=str(phase5), epochs=args.phase5_epochs, batch_size=8, learning_rate=args.phase5_lr, min_lr=1e-5,
-        lr_schedule="cosine", ema_momentum=0.995, init_from=str(phase4), crop_size=None,
-        positive_fraction=0.4, samples_per_epoch=640, patience=args.phase5_epochs,
-        missing_sequence=args.phase5_missing, time_budget_min=args.phase5_minutes,
-        log_csv=str(work / "phase5.csv"), resume=args.resume,
-        **dict(common, val_patients=split20["val"], test_patients=split20["test"])), verbose=2)
-    print("phase 5:", r5.best_epoch, r5.best_val_patient_dice, flush=True)
-    export(phase5, args)
+    if args.start_phase <= 5:
+        r5 = train(all_data, TrainConfig(
+            out=str(phase5), epochs=args.phase5_epochs, batch_size=8, learning_rate=args.phase5_lr, min_lr=1e-5,
+            lr_schedule="cosine", ema_momentum=0.995, init_from=str(phase4), crop_size=None,
+            positive_fraction=0.4, samples_per_epoch=640, patience=args.phase5_epochs,
+            missing_sequence=args.phase5_missing, time_budget_min=args.phase5_minutes,
+            log_csv=str(work / "phase5.csv"), resume=args.resume,
+            **dict(common, val_patients=split20["val"], test_patients=split20["test"])), verbose=2)
+        print("phase 5:", r5.best_epoch, r5.best_val_patient_dice, flush=True)
+    phase6, phase7 = work / "phase6.keras", work / "phase7.keras"
+    late = dict(common, val_patients=split20["val"], test_patients=split20["test"])
+    fine = dict(epochs=16, batch_size=8, learning_rate=1e-4, min_lr=1e-5, lr_schedule="cosine",
+                ema_momentum=0.995, crop_size=None, positive_fraction=0.6, samples_per_epoch=640,
+                patience=16, resume=args.resume)
+    if args.start_phase <= 6:
+        r6 = train(all_data, TrainConfig(
+            out=str(phase6), init_from=str(phase5), missing_sequence=0.4,
+            time_budget_min=args.phase6_minutes, log_csv=str(work / "phase6.csv"), **fine, **late), verbose=2)
+        print("phase 6:", r6.best_epoch, r6.best_val_patient_dice, flush=True)
+    r7 = train(all_data, TrainConfig(
+        out=str(phase7), init_from=str(phase6), flair_only=True, missing_sequence=0.0,
+        time_budget_min=args.phase7_minutes, log_csv=str(work / "phase7.csv"), **fine, **late), verbose=2)
+    print("phase 7 (FLAIR-only companion):", r7.best_epoch, r7.best_val_patient_dice, flush=True)
+    export(phase6, args)
     return 0
 
 
-def export(best: Path, args: argparse.Namespace) -> None:
-    """Write the last phase's best model into the package in the bundled format."""
+def _selection(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _trained(best: Path) -> tuple[dict, dict]:
+    """The training state (best epoch, best validation Dice) and split of a model file."""
     state = json.loads(best.with_name(best.name + ".state.json").read_text())
-    split = json.loads(best.with_name(best.stem + ".split.json").read_text())
-    model = load_model(best)
-    selection_path = Path(args.selection or Path(args.work) / "eval" / "selection.json")
-    selection = json.loads(selection_path.read_text()) if selection_path.exists() else None
+    return state, json.loads(best.with_name(best.stem + ".split.json").read_text())
+
+
+def export(best: Path, args: argparse.Namespace) -> None:
+    """Write the main model (and the FLAIR-only companion, when there is one) into the
+    package in the bundled format, with the settings their selections chose."""
+    state, split = _trained(best)
+    selection = _selection(Path(args.selection or Path(args.work) / "eval" / "selection.json"))
     info = {
         "name": "lgg-unet16",
-        "version": time.strftime("2.0.%Y%m%d"),  # 2.0: 82 patients (phase 5)
+        "version": time.strftime(VERSION),
         "base_filters": args.base_filters,
         "depth": 4,
         "input_shape": [256, 256, 3],
@@ -162,8 +201,34 @@ def export(best: Path, args: argparse.Namespace) -> None:
                       "ships": selection["ships"]} if selection else None,
         "recipe": RECIPE,
     }
-    save_bundled(model, Path(args.export), info)
+    folder = Path(args.export)
+    save_bundled(load_model(best), folder, info)
     print(json.dumps(info, indent=1))
+    companion = Path(args.flair_from or Path(args.work) / "phase7.keras")
+    if args.flair_from == "none" or not companion.exists():
+        print("no FLAIR-only companion exported")
+        return
+    state, split7 = _trained(companion)
+    if split7 != split:
+        raise SystemExit(f"{companion}: trained on another split than {best}")
+    chosen = _selection(Path(args.work) / "eval-flair" / "selection.json")
+    if chosen is None or not chosen.get("ships"):
+        print(f"{companion}: no passing selection in {Path(args.work) / 'eval-flair'}; no companion exported")
+        return
+    record = {
+        "weights": "unet_lgg_flair.npz",
+        "inputs": "FLAIR alone (all three channels FLAIR)",
+        "threshold": chosen["chosen"]["threshold"],
+        "postprocessing": chosen["chosen"]["postprocessing"],
+        "val_patient_dice": state["best"],
+        "best_epoch": state["best_epoch"],
+        "selection": {"val": chosen["val"], "baseline_val": chosen["baseline_val"], "ships": chosen["ships"]},
+        "recipe": RECIPE,
+    }
+    from napari_lgg_seg.core.model import save_bundled_flair
+
+    save_bundled_flair(load_model(companion), folder, record)
+    print(json.dumps(record, indent=1))
 
 
 if __name__ == "__main__":
