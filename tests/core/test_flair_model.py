@@ -29,8 +29,6 @@ def _net(seed: int, filters: int = 2):
             a = rng.uniform(0.5, 1.5, a.shape)
         elif any(k in w.path for k in ("moving_mean", "beta", "bias")):
             a = rng.normal(0.0, 0.2, a.shape)
-        else:
-            a = rng.normal(0.0, 0.5, a.shape)
         weights.append(a.astype(np.float32))
     model.set_weights(weights)
     return model
@@ -293,3 +291,42 @@ print("TF-FREE" if not bad else "IMPORTED " + " ".join(sorted(bad)[:5]))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "tiny 1 FLAIR-only (int8) | tiny 1 (int8)" in out.stdout and "TF-FREE" in out.stdout, out.stdout
+
+
+def test_export_script_flair_variant_writes_only_the_companion_record(bundle, tmp_path, monkeypatch):
+    """scripts/export_int8.py --variant flair on synthetic patients: FLAIR-only calibration and
+    parity, and (when parity passes) the companion's int8 record, the main record untouched."""
+    pytest.importorskip("onnx")
+    import importlib.util
+
+    from napari_lgg_seg.core.engine_int8 import load_bundled_int8
+    from napari_lgg_seg.core.model import save_bundled_flair
+
+    from ..conftest import REPO, write_kaggle_patient
+
+    data = tmp_path / "kaggle_3m"
+    for pid in ("a", "b"):
+        write_kaggle_patient(data, pid, n_slices=4, size=64, seed=len(pid))
+    save_bundled_flair(_net(1), bundle, dict(COMPANION))
+    spec = importlib.util.spec_from_file_location("export_int8", REPO / "scripts" / "export_int8.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr(script, "BUNDLED_DIR", bundle)
+    seen = []
+    real_parity = script.parity
+    monkeypatch.setattr(script, "parity", lambda *a, **k: seen.append((a[4:], k)) or real_parity(*a, **k))
+    before = json.loads((bundle / "model.json").read_text())
+    code = script.main(["--data", str(data), "--variant", "flair", "--per-patient", "2"])
+    after = json.loads((bundle / "model.json").read_text())
+    assert seen and seen[0][1] == {"flair_only": True}
+    assert seen[0][0][0] == 0.3 and seen[0][0][1].min_size == 7  # the companion's own settings
+    drop = lambda d: {k: v for k, v in d.items() if k != "flair_model"}  # noqa: E731
+    assert drop(after) == drop(before) and "int8" not in after
+    assert {k: v for k, v in after["flair_model"].items() if k != "int8"} == before["flair_model"]
+    if code == 0:
+        record = after["flair_model"]["int8"]
+        assert record["file"] == "unet_lgg_flair_int8.onnx" and record["parity"]["passed"]
+        assert "FLAIR channel only" in record["calibration"]["from"]
+        assert load_bundled_int8(variant="flair").lgg_info["variant"] == "flair"
+    else:  # parity failed on the random net: nothing written
+        assert after == before and not (bundle / "unet_lgg_flair_int8.onnx").exists()
