@@ -121,7 +121,11 @@ def test_save_bundled_flair_is_atomic(bundle, monkeypatch):
 
 def test_load_flair_model_info_cache_and_errors(with_companion):
     from napari_lgg_seg.core.engine_int8 import sha256_of
-    from napari_lgg_seg.core.model import load_flair_model, load_model, save_bundled_flair
+    from napari_lgg_seg.core.model import (
+        load_flair_model,
+        load_model,
+        save_bundled_flair,
+    )
 
     main, flair = load_model(), load_flair_model()
     assert load_flair_model() is flair and flair is not main
@@ -208,7 +212,12 @@ def test_evaluate_names_the_companion_for_flair_only_patients(with_companion, da
 
 def _export_companion_int8(folder) -> None:
     """Quantize the companion and record it in model.json as export_int8.py --variant flair does."""
-    from napari_lgg_seg.core.engine_int8 import FLAIR_INT8_FILE, quantize_int8, sha256_of, unet_onnx
+    from napari_lgg_seg.core.engine_int8 import (
+        FLAIR_INT8_FILE,
+        quantize_int8,
+        sha256_of,
+        unet_onnx,
+    )
 
     with np.load(folder / "unet_lgg_flair.npz") as data:
         weights = [data[f"w{i}"].astype(np.float32) for i in range(len(data.files))]
@@ -224,8 +233,16 @@ def _export_companion_int8(folder) -> None:
 def test_int8_companion_is_used_by_auto_and_refused_when_stale(with_companion):
     pytest.importorskip("onnx")
     from napari_lgg_seg.core.engine_int8 import load_bundled_int8
-    from napari_lgg_seg.core.inference import model_label, resolve_model, resolve_postprocessing
-    from napari_lgg_seg.core.model import load_flair_model, load_model, save_bundled_flair
+    from napari_lgg_seg.core.inference import (
+        model_label,
+        resolve_model,
+        resolve_postprocessing,
+    )
+    from napari_lgg_seg.core.model import (
+        load_flair_model,
+        load_model,
+        save_bundled_flair,
+    )
 
     _export_companion_int8(with_companion)
     with pytest.raises(ModelError, match="no int8 export"):
@@ -264,7 +281,12 @@ def test_int8_main_engine_routes_without_tensorflow(with_companion, tmp_path):
     import subprocess
     import sys
 
-    from napari_lgg_seg.core.engine_int8 import INT8_FILE, quantize_int8, sha256_of, unet_onnx
+    from napari_lgg_seg.core.engine_int8 import (
+        INT8_FILE,
+        quantize_int8,
+        sha256_of,
+        unet_onnx,
+    )
 
     _export_companion_int8(with_companion)
     with np.load(with_companion / "unet_lgg.npz") as data:
@@ -320,7 +342,7 @@ def test_export_script_flair_variant_writes_only_the_companion_record(bundle, tm
     after = json.loads((bundle / "model.json").read_text())
     assert seen and seen[0][1] == {"flair_only": True}
     assert seen[0][0][0] == 0.3 and seen[0][0][1].min_size == 7  # the companion's own settings
-    drop = lambda d: {k: v for k, v in d.items() if k != "flair_model"}  # noqa: E731
+    drop = lambda d: {k: v for k, v in d.items() if k != "flair_model"}
     assert drop(after) == drop(before) and "int8" not in after
     assert {k: v for k, v in after["flair_model"].items() if k != "int8"} == before["flair_model"]
     if code == 0:

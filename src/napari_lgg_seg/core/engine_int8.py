@@ -362,7 +362,12 @@ def calibration_slices(stacks: Iterable, per_patient: int = 6, flair_only: bool 
     ``predict_probabilities`` does (whole-volume intensity range), ``per_patient`` evenly
     spaced slices each, the slices with a mask first when the stack has masks.
     ``flair_only`` takes the FLAIR channel alone (grey, replicated to the 3 inputs)."""
-    from .preprocess import as_channels_last, flair_channel, intensity_range, to_model_input
+    from .preprocess import (
+        as_channels_last,
+        flair_channel,
+        intensity_range,
+        to_model_input,
+    )
 
     out = []
     for st in stacks:

@@ -73,7 +73,12 @@ def segment_task(source, volume, options: SegmentOptions, stop: threading.Event,
     ran (the bundled FLAIR-only companion for FLAIR-only input, see
     ``core.inference.resolve_model``) and the (threshold, PostProcessing) the run used."""
     from ..core.errors import Cancelled
-    from ..core.inference import is_flair_variant, resolve_model, resolve_postprocessing, segment_volume
+    from ..core.inference import (
+        is_flair_variant,
+        resolve_model,
+        resolve_postprocessing,
+        segment_volume,
+    )
 
     if pre_contrast is not None or post_contrast is not None:
         from ..core.sequences import stack_sequences
