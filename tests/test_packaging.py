@@ -31,3 +31,11 @@ def test_sdist_carries_the_model_card_and_hub_links_exist():
     assert urls["Documentation"].startswith("https://")
     for name, url in urls.items():
         assert url.startswith("https://github.com/napari-lgg-seg/napari-lgg-seg"), name
+
+
+def test_wheel_globs_carry_the_flair_only_companion_files():
+    import fnmatch
+
+    globs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["napari_lgg_seg"]
+    for name in ("unet_lgg.npz", "unet_lgg_int8.onnx", "unet_lgg_flair.npz", "unet_lgg_flair_int8.onnx", "model.json"):
+        assert any(fnmatch.fnmatch(f"bundled/{name}", g) for g in globs), name

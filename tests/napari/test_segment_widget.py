@@ -255,19 +255,22 @@ def test_settings_persist_across_widgets_and_reset(make_napari_viewer, settings_
     first.batch_size.value = 2
     first.min_size.value = 12
     first.flip_tta.value = True
+    first.flair_model.value = False
     first.model_file.value = tiny_model_path
     assert (settings_dir / "segment.json").is_file()
 
     _models.MODELS.reset()  # as after a restart: only the bundled model is known
     second = type(first)(viewer)  # a new napari session's widget
     assert second.options().core_kwargs() == {"threshold": 0.35, "postprocess": None, "batch_size": 2,
-                                               "min_size": 12, "flip_tta": True, "engine": "auto"}
+                                               "min_size": 12, "flip_tta": True, "engine": "auto",
+                                               "flair_model": False}
     assert second.model.value.path == str(tiny_model_path.resolve())  # the model file came back too
 
     second.reset_button.native.click()
     # the defaults: the model's own threshold and post-processing
     assert second.options().core_kwargs() == {"threshold": None, "postprocess": None, "batch_size": 8,
-                                               "min_size": None, "flip_tta": False, "engine": "auto"}
+                                               "min_size": None, "flip_tta": False, "engine": "auto",
+                                               "flair_model": True}
     assert not (settings_dir / "segment.json").exists()
     third = type(first)(viewer)
     assert third.threshold.value == 0 and third.threshold.native.text() == "model's own"

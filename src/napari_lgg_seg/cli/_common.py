@@ -168,6 +168,14 @@ def _load_model(path: str | None):
         raise
 
 
+def _resolve_model(volume, model, args: argparse.Namespace):
+    """The model that segments ``volume``: ``model``, or the bundled FLAIR-only companion
+    for FLAIR-only input (see ``core.inference.resolve_model``)."""
+    from ..core.inference import resolve_model
+
+    return resolve_model(volume, model, args.engine, getattr(args, "flair_model", True))
+
+
 def _model_label(model) -> str:
     from ..core.inference import model_label
 
@@ -270,6 +278,13 @@ def add_inference(p: argparse.ArgumentParser) -> None:
                    "default: the post-processing's own)")
     p.add_argument("--min-probability", type=_share, default=None, metavar="P",
                    help="for --postprocess peak/mean: the lowest peak/mean probability kept")
+
+
+def add_flair_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-flair-model", dest="flair_model", action="store_false",
+                   help="use the main model even for FLAIR-only input (by default FLAIR-only input, grey or "
+                   "with pre- and post-contrast copies of FLAIR, goes to the bundled model's FLAIR-only "
+                   "companion when it has one)")
 
 
 def add_verbose(p: argparse.ArgumentParser) -> None:

@@ -15,6 +15,7 @@ from ._common import (
     _model_label,
     _note,
     _one_line,
+    _resolve_model,
     _scores_line,
     _segment_options,
     _settings_line,
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
             stack = make_phantom()
         finally:
             bar.close()
-    model = cli._load_engine(args.model, args.engine)
+    model = _resolve_model(stack.image, cli._load_engine(args.model, args.engine), args)
     from ..core.inference import segment_volume
 
     bar = ProgressBar(f"segmenting {stack.patient_id}")

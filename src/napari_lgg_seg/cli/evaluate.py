@@ -13,6 +13,7 @@ from ._common import (
     _info,
     _segment_options,
     add_engine,
+    add_flair_model,
     add_inference,
     add_model,
     add_subcommand,
@@ -33,6 +34,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("data_root", metavar="DATA_ROOT", help="folder holding kaggle_3m patient folders with masks")
     add_model(p)
     add_engine(p)
+    add_flair_model(p)
     p.add_argument("--patients", nargs="+", metavar="ID", default=None, help="evaluate only these patient ids")
     p.add_argument("--report", metavar="out.json", default=None, help="write the report as JSON")
     add_inference(p)
@@ -56,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = evaluate(
             args.data_root, model, patients=args.patients, batch_size=args.batch_size,
-            flair_only=args.flair_only, progress=bar, engine=args.engine, **options,
+            flair_only=args.flair_only, progress=bar, engine=args.engine,
+            flair_model=args.flair_model, **options,
         )
     finally:
         bar.close()

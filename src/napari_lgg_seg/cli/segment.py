@@ -17,11 +17,13 @@ from ._common import (
     _model_label,
     _note,
     _one_line,
+    _resolve_model,
     _scores_line,
     _segment_options,
     _settings_line,
     _volume_lines,
     add_engine,
+    add_flair_model,
     add_inference,
     add_model,
     add_subcommand,
@@ -62,6 +64,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="post-contrast T1 on the FLAIR's grid (missing: FLAIR is used in its place)")
     add_model(p)
     add_engine(p)
+    add_flair_model(p)
     add_inference(p)
     add_voxel(p)
     add_verbose(p)
@@ -87,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
 
     _check_model_path(args.model)
     options = _segment_options(args)  # contradictory post-processing flags: refused before any work
+    options["flair_model"] = args.flair_model
     if args.shard is not None:
         from ..core.batch import parse_shard
 
@@ -127,7 +131,7 @@ def _segment_one(args: argparse.Namespace, options: dict) -> int:
 
     check_fits(segment_bytes(stack.image.shape, stack.image.dtype.itemsize, args.batch_size),
                f"segmenting {args.input[0]} with --batch-size {args.batch_size}", "lower --batch-size")
-    model = cli._load_engine(args.model, args.engine)
+    model = _resolve_model(stack.image, cli._load_engine(args.model, args.engine), args)
     bar = ProgressBar(f"segmenting {stack.patient_id}")
     try:
         labels = segment_stack(stack, model, batch_size=args.batch_size, progress=bar, engine=args.engine,

@@ -222,7 +222,8 @@ def segment_many(
     Patients whose output exists are skipped unless ``overwrite``; a failing patient is
     recorded (status ``failed``) and the others go on. ``shard=(I, N)`` or ``"I/N"`` keeps
     only that share of the patients and writes ``summary-shard-I-of-N.csv``. ``progress``
-    gets (slices done, slices in all); ``segment_options`` go to ``segment_volume``.
+    gets (slices done, slices in all); ``segment_options`` go to ``segment_volume`` (e.g.
+    ``flair_model=False``: the main model for FLAIR-only patients too).
     """
     from .metrics import abnormality_volume, dice, iou
 

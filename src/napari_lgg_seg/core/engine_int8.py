@@ -4,7 +4,9 @@ The graph is written directly from the Keras weights (BatchNorm folded into the
 convolutions), so neither building nor running it imports TensorFlow. Exporting needs the
 development-time package ``onnx``; running needs only ``onnxruntime`` (imported lazily).
 The shipped model (``bundled/unet_lgg_int8.onnx``) is used only while ``model.json``
-records the sha256 of both it and the current bundled weights (``model.json["int8"]``).
+records the sha256 of both it and the current bundled weights (``model.json["int8"]``);
+likewise the FLAIR-only companion's (``unet_lgg_flair_int8.onnx``,
+``model.json["flair_model"]["int8"]``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from .errors import ModelError
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "bundled"
 INT8_FILE = "unet_lgg_int8.onnx"
+FLAIR_WEIGHTS = "unet_lgg_flair.npz"
+FLAIR_INT8_FILE = "unet_lgg_flair_int8.onnx"
+VARIANTS = ("main", "flair")
 BN_EPSILON = 1e-3  # keras.layers.BatchNormalization default, as build_unet uses
 INPUT_NAME, OUTPUT_NAME = "mri", "abnormality"
 # the final 1x1 convolution and sigmoid stay float: they are cheap and set the threshold
@@ -262,41 +267,83 @@ class Int8Engine:
         return self.session.run(None, {self._input: x})[0]
 
 
-def _bundled_state(folder: Path) -> tuple[dict, Path, Path]:
-    config = folder / "model.json"
-    if not config.exists():
+def variant_info(info: dict, variant: str = "main") -> dict:
+    """What a loaded bundled model carries as ``lgg_info`` (before ``bundled`` and
+    ``weights_sha256``): ``model.json`` without its split and export records, and for
+    ``"flair"`` updated with the companion's own threshold, post-processing, weights and
+    validation figures. The main model notes whether a companion exists."""
+    if variant not in VARIANTS:
+        raise ModelError(f"variant must be one of {', '.join(VARIANTS)}, not {variant!r}")
+    meta = {k: v for k, v in info.items() if k not in ("split", "int8", "flair_model")}
+    if variant == "flair":
+        companion = info.get("flair_model")
+        if not companion:
+            raise ModelError("the bundled model has no FLAIR-only companion (no \"flair_model\" in model.json)")
+        meta.update({k: v for k, v in companion.items() if k != "int8"})
+        meta.setdefault("weights", FLAIR_WEIGHTS)
+    else:
+        meta["has_flair_model"] = bool(info.get("flair_model"))
+    meta["variant"] = variant
+    return meta
+
+
+def read_bundled_config(folder: str | os.PathLike | None = None) -> dict | None:
+    """The bundled ``model.json`` (None when there is none), without importing TensorFlow."""
+    config = (Path(folder) if folder is not None else BUNDLED_DIR) / "model.json"
+    try:
+        return json.loads(config.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{config}: unreadable ({exc})") from None
+
+
+def _bundled_state(folder: Path, variant: str = "main") -> tuple[dict, dict, Path, Path]:
+    if variant not in VARIANTS:
+        raise ModelError(f"variant must be one of {', '.join(VARIANTS)}, not {variant!r}")
+    info = read_bundled_config(folder)
+    if info is None:
         raise ModelError(f"no bundled model in {folder}")
-    info = json.loads(config.read_text())
+    if variant == "flair":
+        companion = info.get("flair_model")
+        if not companion:
+            raise ModelError("the bundled model has no FLAIR-only companion")
+        record = companion.get("int8")
+        if not record:
+            raise ModelError("the bundled FLAIR-only model has no int8 export "
+                             "(run scripts/export_int8.py --variant flair)")
+        return (info, record, folder / companion.get("weights", FLAIR_WEIGHTS),
+                folder / record.get("file", FLAIR_INT8_FILE))
     record = info.get("int8")
     if not record:
         raise ModelError("the bundled model has no int8 export (run scripts/export_int8.py)")
-    return info, folder / info.get("weights", "unet_lgg.npz"), folder / record.get("file", INT8_FILE)
+    return info, record, folder / info.get("weights", "unet_lgg.npz"), folder / record.get("file", INT8_FILE)
 
 
-def load_bundled_int8(folder: str | os.PathLike | None = None, runtime: str = "auto") -> Int8Engine:
-    """The int8 engine of the bundled model, cached per file version. Raises ModelError
-    (saying why) when it is missing or does not match the current bundled weights.
-    ``auto`` runs it with OpenVINO when installed and its parity was checked at export."""
+def load_bundled_int8(folder: str | os.PathLike | None = None, runtime: str = "auto",
+                      variant: str = "main") -> Int8Engine:
+    """The int8 engine of the bundled model (``variant="flair"``: of its FLAIR-only
+    companion), cached per file version. Raises ModelError (saying why) when it is
+    missing or does not match the current weights. ``auto`` runs it with OpenVINO when
+    installed and its parity was checked at export."""
     folder = Path(folder) if folder is not None else BUNDLED_DIR
-    info, weights, onnx_path = _bundled_state(folder)
+    info, record, weights, onnx_path = _bundled_state(folder, variant)
     for p in (weights, onnx_path):
         if not p.exists():
             raise ModelError(f"the bundled int8 engine is incomplete: {p} is missing")
-    key = (runtime, *((str(p), p.stat().st_mtime_ns, p.stat().st_size)
-                      for p in (folder / "model.json", weights, onnx_path)))
+    key = (runtime, variant, *((str(p), p.stat().st_mtime_ns, p.stat().st_size)
+                               for p in (folder / "model.json", weights, onnx_path)))
     with _LOCK:
         engine = _BUNDLED.get(key)
         if engine is not None:
             return engine
-        record = info["int8"]
+        rerun = "rerun scripts/export_int8.py" + (" --variant flair" if variant == "flair" else "")
         if sha256_of(weights) != record.get("weights_sha256"):
-            raise ModelError(f"{onnx_path.name} was exported from other weights than {weights.name} "
-                             "(rerun scripts/export_int8.py)")
+            raise ModelError(f"{onnx_path.name} was exported from other weights than {weights.name} ({rerun})")
         data = onnx_path.read_bytes()
         if hashlib.sha256(data).hexdigest() != record.get("sha256"):
-            raise ModelError(f"{onnx_path.name} differs from the file recorded in model.json "
-                             "(rerun scripts/export_int8.py)")
-        meta = {k: v for k, v in info.items() if k not in ("split", "int8")}
+            raise ModelError(f"{onnx_path.name} differs from the file recorded in model.json ({rerun})")
+        meta = variant_info(info, variant)
         meta.update(weights_sha256=record["weights_sha256"], engine="int8", bundled=True)
         # OpenVINO only where the export checked its parity too
         ov_ok = (record.get("parity_openvino") or {}).get("passed") and openvino_available()
@@ -304,21 +351,27 @@ def load_bundled_int8(folder: str | os.PathLike | None = None, runtime: str = "a
             raise ModelError("OpenVINO is not installed or its parity was not checked at export")
         engine = (Int8Engine(onnx_path, meta, runtime="openvino") if ov_ok and runtime != "onnxruntime"
                   else Int8Engine(data, meta))
-        for old in [k for k in _BUNDLED if k[0] == runtime]:
+        for old in [k for k in _BUNDLED if k[:2] == (runtime, variant)]:
             del _BUNDLED[old]
         _BUNDLED[key] = engine
         return engine
 
 
-def calibration_slices(stacks: Iterable, per_patient: int = 6) -> np.ndarray:
+def calibration_slices(stacks: Iterable, per_patient: int = 6, flair_only: bool = False) -> np.ndarray:
     """Model inputs (N, 256, 256, 3) float32 from patient stacks, preprocessed exactly as
     ``predict_probabilities`` does (whole-volume intensity range), ``per_patient`` evenly
-    spaced slices each, the slices with a mask first when the stack has masks."""
-    from .preprocess import as_channels_last, intensity_range, to_model_input
+    spaced slices each, the slices with a mask first when the stack has masks.
+    ``flair_only`` takes the FLAIR channel alone (grey, replicated to the 3 inputs)."""
+    from .preprocess import (
+        as_channels_last,
+        flair_channel,
+        intensity_range,
+        to_model_input,
+    )
 
     out = []
     for st in stacks:
-        vol, _ = as_channels_last(st.image)
+        vol, _ = as_channels_last(flair_channel(st.image) if flair_only else st.image)
         z = vol.shape[0]
         picks = np.linspace(0, z - 1, min(per_patient, z)).round().astype(int)
         if st.mask is not None:

@@ -129,15 +129,18 @@ def evaluate(
     flair_only: bool = False,
     progress: Callable[[int, int, str], None] | None = None,
     engine: str = "auto",
+    flair_model: bool = True,
 ) -> EvaluationReport:
     """Segment every patient folder under ``data_root`` (or only ``patients``) and score it.
 
     ``flair_only`` segments the FLAIR channel alone, as for a patient whose pre- and
     post-contrast sequences are missing. ``threshold``, ``postprocess`` and ``min_size``
     are as in ``segment_volume`` (default: the model's own); ``engine``: see
-    ``inference.resolve_engine``.
+    ``inference.resolve_engine``. FLAIR-only patients go to the bundled model's FLAIR-only
+    companion (with its own defaults) when it has one, unless ``flair_model`` is False;
+    the report then names the model that segmented them.
     """
-    from .inference import model_label, resolve_engine, resolve_postprocessing, segment_volume
+    from .inference import model_label, resolve_engine, resolve_model, resolve_postprocessing, segment_volume
 
     folders = find_patient_folders(data_root)
     if patients is not None:
@@ -150,16 +153,21 @@ def evaluate(
         from .model import load_model
 
         model = load_model(model)
-    model = resolve_engine(model, engine)
-    threshold, post = resolve_postprocessing(model, threshold, postprocess, min_size)
-    scores, truths, preds = [], [], []
+    asked = (threshold, postprocess, min_size)
+    main = resolve_engine(model, engine)
+    threshold, post = resolve_postprocessing(main, *asked)
+    scores, truths, preds, routed = [], [], [], []
     for i, folder in enumerate(folders):
         st = read_patient(folder)
         if st.mask is None:
             raise InputError(f"{folder}: no masks; evaluation needs ground truth")
         image = flair_channel(st.image) if flair_only else st.image
-        pred = segment_volume(image, model, threshold=threshold, batch_size=batch_size, postprocess=post,
-                              flip_tta=flip_tta, engine=engine)
+        used = resolve_model(image, main, engine, flair_model)
+        if used is not main:
+            routed.append(used)
+        t, p = (threshold, post) if used is main else resolve_postprocessing(used, *asked)
+        pred = segment_volume(image, used, threshold=t, batch_size=batch_size, postprocess=p,
+                              flip_tta=flip_tta, engine=engine, flair_model=False)
         scores.append(
             PatientScore(st.patient_id, st.n_slices, dice(st.mask, pred), iou(st.mask, pred),
                          int(st.mask.sum()), int(pred.sum()))
@@ -168,6 +176,12 @@ def evaluate(
         preds.append(pred)
         if progress is not None:
             progress(i + 1, len(folders), st.patient_id)
+    label = model_label(main)
+    if routed and len(routed) == len(folders):  # all FLAIR-only: the companion's figures
+        label = model_label(routed[0])
+        threshold, post = resolve_postprocessing(routed[0], *asked)
+    elif routed:
+        label += f"; {len(routed)} FLAIR-only patient(s) with {model_label(routed[0])}"
     return EvaluationReport(
-        model_label(model), threshold, scores, summarize(scores, truths, preds), flair_only, post.describe()
+        label, threshold, scores, summarize(scores, truths, preds), flair_only, post.describe()
     )

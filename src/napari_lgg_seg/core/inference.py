@@ -20,8 +20,10 @@ def resolve_engine(model=None, engine: str = "auto"):
     """The object that runs ``model`` (None: the bundled U-Net) with ``engine``.
 
     ``"int8"``: the bundled model's int8 ONNX engine (ModelError if it is missing, stale
-    or ``model`` is not the bundled model); ``"keras"``: the Keras model in float32;
-    ``"auto"``: int8 for the bundled model when it is available, else Keras.
+    or ``model`` is not a bundled model); ``"keras"``: the Keras model in float32;
+    ``"auto"``: int8 for the bundled model when it is available, else Keras. The
+    bundled FLAIR-only companion goes with its own int8 engine. No routing by input
+    here: see ``resolve_model``.
     """
     if engine not in ENGINES:
         raise InputError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
@@ -35,8 +37,9 @@ def resolve_engine(model=None, engine: str = "auto"):
     if model is None or info.get("bundled"):
         from .engine_int8 import load_bundled_int8
 
+        variant = info.get("variant", "main")
         try:
-            int8 = load_bundled_int8()
+            int8 = load_bundled_int8(variant=variant)
             if model is None or int8.lgg_info.get("weights_sha256") == info.get("weights_sha256"):
                 return int8
             reason = "the given model has other weights than the bundled int8 engine"
@@ -51,11 +54,75 @@ def resolve_engine(model=None, engine: str = "auto"):
     return model
 
 
+def is_flair_only(volume: np.ndarray) -> bool:
+    """Whether a volume holds FLAIR alone: grey, or three channels whose pre- and
+    post-contrast (0 and 2) are exact copies of FLAIR (1), as kaggle_3m stores missing
+    sequences and ``stack_sequences`` fills them."""
+    vol, _ = as_channels_last(volume)
+    if vol.shape[-1] == 1:
+        return True
+    for sl in vol:  # slice by slice: bounded memory, and real 3-channel input stops early
+        if not (np.array_equal(sl[..., 0], sl[..., 1]) and np.array_equal(sl[..., 2], sl[..., 1])):
+            return False
+    return True
+
+
+def is_flair_variant(model) -> bool:
+    """Whether ``model`` (Keras or int8) is the bundled FLAIR-only companion."""
+    info = getattr(model, "lgg_info", None) or {}
+    return bool(info.get("bundled")) and info.get("variant") == "flair"
+
+
+def _routes_to_companion(model) -> bool:
+    """Whether ``model`` is the bundled main model and its bundle has a companion."""
+    if model is None:
+        from .engine_int8 import read_bundled_config
+
+        return bool((read_bundled_config() or {}).get("flair_model"))
+    info = getattr(model, "lgg_info", None) or {}
+    return bool(info.get("bundled")) and info.get("variant", "main") == "main" and bool(info.get("has_flair_model"))
+
+
+def _companion(engine: str):
+    if engine != "keras":
+        from .engine_int8 import load_bundled_int8
+
+        try:
+            return load_bundled_int8(variant="flair")
+        except ModelError as exc:
+            if engine == "int8":
+                raise ModelError(f"int8 engine of the FLAIR-only model unavailable: {exc} "
+                                 "(or switch the FLAIR-only model off)") from None
+    from .model import load_flair_model
+
+    return load_flair_model()
+
+
+def resolve_model(volume: np.ndarray | None, model=None, engine: str = "auto", flair_model: bool = True):
+    """The object that will segment ``volume``: ``resolve_engine(model, engine)``, except
+    that for FLAIR-only input (``is_flair_only``) the bundled main model (``model`` None,
+    the bundled Keras model or its int8 engine) hands over to the bundle's FLAIR-only
+    companion when it has one and ``flair_model`` is True, with the same ``engine`` rules
+    (``auto``: the companion's int8 engine if valid, else its Keras model). A user's own
+    model is never replaced. ``volume`` None: no routing."""
+    if engine not in ENGINES:
+        raise InputError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if getattr(model, "engine", None) == "int8" and engine == "keras":
+        return resolve_engine(model, engine)  # refused as without routing
+    if (flair_model and volume is not None and _routes_to_companion(model)
+            and is_flair_only(volume)):
+        return _companion(engine)
+    return resolve_engine(model, engine)
+
+
 def model_label(model) -> str:
-    """``"name version"`` of a Keras model or engine (``"(int8)"`` added for the int8
-    engine), without importing TensorFlow."""
+    """``"name version"`` of a Keras model or engine (``"FLAIR-only"`` added for the
+    bundled FLAIR-only companion, ``"(int8)"`` for the int8 engine), without importing
+    TensorFlow."""
     info = getattr(model, "lgg_info", None) or {}
     label = f"{info.get('name', getattr(model, 'name', 'model'))} {info.get('version', '')}".strip()
+    if is_flair_variant(model):
+        label += " FLAIR-only"
     return label + (" (int8)" if getattr(model, "engine", None) == "int8" else "")
 
 
@@ -80,15 +147,17 @@ def predict_probabilities(
     progress: ProgressCallback | None = None,
     flip_tta: bool = False,
     engine: str = "auto",
+    flair_model: bool = True,
 ) -> np.ndarray:
     """Abnormality probability float32 ``(Z, Y, X)`` for a volume (see ``segment_volume``).
 
-    ``flip_tta`` averages the prediction with that of the left-right mirrored slices.
+    ``flip_tta`` averages the prediction with that of the left-right mirrored slices;
+    ``flair_model``: see ``resolve_model``.
     """
     vol, single = as_channels_last(volume)
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, not {batch_size}")
-    model = resolve_engine(model, engine)
+    model = resolve_model(vol, model, engine, flair_model)
     size = model_input_size(model)
     value_range = intensity_range(vol)
     z, y, x = vol.shape[:3]
@@ -150,6 +219,7 @@ def segment_volume(
     postprocess: PostProcessing | str | dict | None = None,
     flip_tta: bool = False,
     engine: str = "auto",
+    flair_model: bool = True,
 ) -> np.ndarray:
     """Segment a ``(Z, Y, X[, 3])`` volume (or one ``(Y, X[, 3])`` slice) into uint8 labels.
 
@@ -160,11 +230,14 @@ def segment_volume(
     own (the bundled model's ``model.json``), else 0.5 and none; ``postprocess="none"``
     turns it off, ``min_size`` sets the minimum component size in voxels. ``flip_tta``
     also predicts the mirrored slices and averages (twice the time). ``engine`` picks int8
-    or Keras (see ``resolve_engine``).
+    or Keras (see ``resolve_engine``). FLAIR-only input goes to the bundled model's
+    FLAIR-only companion, with its own threshold and post-processing as defaults, when
+    the bundle has one, unless ``flair_model`` is False (see ``resolve_model``).
     """
-    model = resolve_engine(model, engine)
+    model = resolve_model(volume, model, engine, flair_model)
     t, post = resolve_postprocessing(model, threshold, postprocess, min_size)
     probs = predict_probabilities(
-        volume, model, batch_size=batch_size, progress=progress, flip_tta=flip_tta, engine=engine
+        volume, model, batch_size=batch_size, progress=progress, flip_tta=flip_tta, engine=engine,
+        flair_model=False,  # resolved above
     )
     return keep_components(probs >= t, probs, post)

@@ -115,23 +115,67 @@ def bundled_info() -> dict:
     return json.loads(BUNDLED_CONFIG.read_text())
 
 
-def _load_bundled() -> keras.Model:
-    from .engine_int8 import sha256_of
-
-    info = bundled_info()
-    weights_path = BUNDLED_DIR / info["weights"]
+def _build_bundled(info: dict, weights_path: Path, what: str) -> keras.Model:
+    """build_unet of the bundle's architecture with the float16 weights of ``weights_path``."""
     if not weights_path.exists():
-        raise ModelError(f"The bundled model is incomplete: {weights_path} is missing")
+        raise ModelError(f"{what} is incomplete: {weights_path} is missing")
     model = build_unet(info["base_filters"], tuple(info["input_shape"]), info.get("depth", 4))
     with np.load(weights_path) as data:
         arrays = [data[f"w{i}"].astype(np.float32) for i in range(len(data.files))]
     try:
         model.set_weights(arrays)
-    except ValueError as exc:
+    except (ValueError, KeyError) as exc:
         raise ModelError(f"{weights_path}: weights do not fit the bundled architecture ({exc})") from None
-    # read by the widgets and the CLI; the sha256 lets the int8 engine stand in for it
-    model.lgg_info = dict(info, bundled=True, weights_sha256=sha256_of(weights_path))
     return model
+
+
+def _load_bundled() -> keras.Model:
+    from .engine_int8 import sha256_of, variant_info
+
+    info = bundled_info()
+    weights_path = BUNDLED_DIR / info["weights"]
+    model = _build_bundled(info, weights_path, "The bundled model")
+    # read by the widgets and the CLI; the sha256 lets the int8 engine stand in for it
+    model.lgg_info = dict(variant_info(info, "main"), bundled=True, weights_sha256=sha256_of(weights_path))
+    return model
+
+
+def has_flair_model() -> bool:
+    """Whether the bundled model carries a FLAIR-only companion (``model.json["flair_model"]``)."""
+    return BUNDLED_CONFIG.exists() and bool(bundled_info().get("flair_model"))
+
+
+def _flair_weights_path(info: dict) -> Path:
+    from .engine_int8 import FLAIR_WEIGHTS
+
+    return BUNDLED_DIR / (info.get("flair_model") or {}).get("weights", FLAIR_WEIGHTS)
+
+
+def _load_bundled_flair() -> keras.Model:
+    from .engine_int8 import sha256_of, variant_info
+
+    info = bundled_info()
+    if not info.get("flair_model"):
+        raise ModelError("the bundled model has no FLAIR-only companion (no \"flair_model\" in model.json)")
+    weights_path = _flair_weights_path(info)
+    model = _build_bundled(info, weights_path, "The bundled FLAIR-only model")
+    model.lgg_info = dict(variant_info(info, "flair"), bundled=True, weights_sha256=sha256_of(weights_path))
+    return model
+
+
+def load_flair_model() -> keras.Model:
+    """The bundled FLAIR-only companion as a Keras model, cached like ``load_model()``.
+    ModelError when the bundle has none or its weights are missing or do not fit."""
+    info = bundled_info()
+    key = f"bundled-flair:{BUNDLED_DIR}"
+    version = _file_version(BUNDLED_CONFIG, _flair_weights_path(info))
+    with _CACHE_LOCK:
+        hit = _CACHE.get(key)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        model = _load_bundled_flair()
+        _CACHE[key] = (version, model)
+        return model
 
 
 def save_bundled(model: keras.Model, folder: Path, info: dict) -> None:
@@ -145,6 +189,30 @@ def save_bundled(model: keras.Model, folder: Path, info: dict) -> None:
     atomic_write(
         folder / "model.json", lambda tmp: tmp.write_text(json.dumps(info, indent=2) + "\n")
     )
+
+
+def save_bundled_flair(model: keras.Model, folder: Path, record: dict) -> None:
+    """Write a FLAIR-only companion into the bundled folder ``folder`` (which has a
+    model.json): its weights (float16, ``record["weights"]``, default
+    ``unet_lgg_flair.npz``) and ``model.json["flair_model"] = record``, each atomically;
+    the other keys of model.json stay as they are. An ``"int8"`` record (of the old
+    weights) is dropped: rerun ``scripts/export_int8.py --variant flair``."""
+    from .engine_int8 import FLAIR_WEIGHTS
+    from .io import atomic_write
+
+    folder = Path(folder)
+    config = folder / "model.json"
+    if not config.exists():
+        raise ModelError(f"{folder}: no model.json; save the main bundled model first")
+    info = json.loads(config.read_text())
+    record = {k: v for k, v in record.items() if k != "int8"}
+    record.setdefault("weights", FLAIR_WEIGHTS)
+    if record["weights"] == info.get("weights", "unet_lgg.npz"):
+        raise ModelError(f"the FLAIR-only weights cannot replace the main weights {record['weights']}")
+    weights = {f"w{i}": w.astype(np.float16) for i, w in enumerate(model.get_weights())}
+    atomic_write(folder / record["weights"], lambda tmp: np.savez_compressed(tmp, **weights))
+    info["flair_model"] = record
+    atomic_write(config, lambda tmp: tmp.write_text(json.dumps(info, indent=2) + "\n"))
 
 
 def check_model(model: keras.Model, source: str = "model") -> keras.Model:

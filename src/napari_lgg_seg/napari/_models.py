@@ -142,3 +142,21 @@ def own_settings(source: ModelSource):
     except (OSError, ValueError, InputError):
         return None
 
+
+
+def flair_settings(source: ModelSource):
+    """(threshold, PostProcessing) of the bundled model's FLAIR-only companion, from
+    ``model.json`` (no TensorFlow); None for other sources, without a companion or when
+    unreadable."""
+    import json
+
+    from ..core.errors import InputError
+    from ..core.postprocess import info_defaults
+
+    if not source.is_bundled:
+        return None
+    try:
+        companion = json.loads(_bundled_config().read_text()).get("flair_model")
+        return info_defaults(companion) if companion else None
+    except (OSError, ValueError, InputError):
+        return None

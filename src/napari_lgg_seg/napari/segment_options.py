@@ -52,6 +52,10 @@ class SegmentOptions:
     engine: str = field(default="auto", metadata=_spec(
         widget_type="ComboBox", choices=ENGINE_CHOICES,
         tooltip="auto: the fast int8 engine for the bundled model, Keras float32 for .keras files"))
+    flair_model: bool = field(default=True, metadata=_spec(
+        label="FLAIR-only model",
+        tooltip="For FLAIR-only input (grey, or pre- and post-contrast copies of FLAIR) use the bundled "
+                "model's FLAIR-only companion, when it has one; off: the main model for all input"))
     voxel_size: str = field(default="", metadata=_spec(
         label="voxel size (mm)", widget_type="LineEdit",
         tooltip="'Z, Y, X' in mm (or one number) for images whose file has none (kaggle_3m); "
@@ -81,7 +85,8 @@ class SegmentOptions:
         else:
             min_size = None  # part of the PostProcessing
         return {"threshold": self.threshold, "postprocess": post, "min_size": min_size,
-                "batch_size": self.batch_size, "flip_tta": self.flip_tta, "engine": self.engine}
+                "batch_size": self.batch_size, "flip_tta": self.flip_tta, "engine": self.engine,
+                "flair_model": self.flair_model}
 
     def voxel_mm(self) -> tuple[float, float, float] | None:
         """The typed voxel size (Z, Y, X) in mm, or None when unknown."""

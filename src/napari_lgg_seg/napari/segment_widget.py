@@ -69,10 +69,16 @@ def segment_task(source, volume, options: SegmentOptions, stop: threading.Event,
 
     ``volume`` is an array, or the FLAIR's ``PatientStack`` when ``pre_contrast`` or
     ``post_contrast`` (PatientStacks) are given. Reports ``Status`` and ``Progress``;
-    raises Cancelled when ``stop`` is set. Returns the labels, the model's info and the
-    (threshold, PostProcessing) the run used."""
+    raises Cancelled when ``stop`` is set. Returns the labels, the info of the model that
+    ran (the bundled FLAIR-only companion for FLAIR-only input, see
+    ``core.inference.resolve_model``) and the (threshold, PostProcessing) the run used."""
     from ..core.errors import Cancelled
-    from ..core.inference import resolve_postprocessing, segment_volume
+    from ..core.inference import (
+        is_flair_variant,
+        resolve_model,
+        resolve_postprocessing,
+        segment_volume,
+    )
 
     if pre_contrast is not None or post_contrast is not None:
         from ..core.sequences import stack_sequences
@@ -80,7 +86,7 @@ def segment_task(source, volume, options: SegmentOptions, stop: threading.Event,
         volume = stack_sequences(volume, pre_contrast, post_contrast).image
     kwargs = options.core_kwargs()
     report(Status(f"Loading {source.label} ..."))
-    model = _models.load(source, kwargs["engine"])
+    model = resolve_model(volume, _models.load(source, kwargs["engine"]), kwargs["engine"], kwargs["flair_model"])
     if stop.is_set():
         raise Cancelled("segmentation cancelled before it started")
 
@@ -94,6 +100,8 @@ def segment_task(source, volume, options: SegmentOptions, stop: threading.Event,
     info.setdefault("name", getattr(model, "name", "model"))
     info.setdefault("version", "")
     info["engine"] = "int8" if getattr(model, "engine", None) == "int8" else "keras"
+    if is_flair_variant(model):
+        info["variant"] = "flair"
     return labels, info, used
 
 
@@ -194,6 +202,7 @@ class SegmentWidget(Container):
         self.runner.running_changed.connect(self._set_running)
         self.image.changed.connect(self._reset_sequence_choices)
         self.model.changed.connect(self._show_model_defaults)
+        self.flair_model.changed.connect(self._show_model_defaults)
         self.postprocess.changed.connect(self._enable_probability)
         self._reset_sequence_choices()
         self._show_model_defaults()
@@ -311,6 +320,9 @@ class SegmentWidget(Container):
         text = describe_settings(*own) if own else "unknown (model.json unreadable)"
         if source is not None and not source.is_bundled and own is not None:
             text += " (a .keras file stores none)"
+        flair = _models.flair_settings(source) if source is not None and self.flair_model.value else None
+        if flair is not None:
+            text += f"; FLAIR-only input: {describe_settings(*flair)}"
         try:
             self.model_defaults.value = text
         except RuntimeError:
@@ -492,6 +504,8 @@ class SegmentWidget(Container):
         meta = segmentation_metadata(info, threshold=threshold, min_size=post.min_size, image_layer=image_layer,
                                      labels=labels, postprocessing=post, voxel_size=typed)
         meta["engine"] = info.get("engine", "keras")
+        if info.get("variant") == "flair":  # the bundled FLAIR-only companion ran
+            meta["variant"] = "flair"
         meta["settings"] = options.as_metadata()
         existing = self._existing_result(image_layer)
         edited_meanwhile = existing is not None and labels_digest(existing.data) != self._digest_at_start
@@ -549,6 +563,8 @@ class SegmentWidget(Container):
         if was_edited(layer):
             text += " (now, after edits)"
         model = f"{meta.get('model', '')} {meta.get('version', '')}".strip()
+        if meta.get("variant") == "flair":
+            model += " FLAIR-only"
         if meta.get("engine") == "int8":
             model += " (int8)"
         if "threshold" in meta and "postprocessing" in meta:
