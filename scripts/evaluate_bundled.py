@@ -59,7 +59,8 @@ TIE = 0.005
 FLAIR_MARGIN = 0.02  # the companion must beat the main model with FLAIR alone by this much
 
 
-def probabilities(model, data: Path, patients: list[str], flair_only: bool, routed: bool = False) -> dict:
+def probabilities(model, data: Path, patients: list[str], flair_only: bool, routed: bool = False,
+                  flip_tta: bool = False) -> dict:
     """Per patient: (ground truth, probabilities, network) from one pass of the network.
     ``routed``: the bundled model as users get it (``resolve_model`` picks the network)."""
     out = {}
@@ -67,7 +68,7 @@ def probabilities(model, data: Path, patients: list[str], flair_only: bool, rout
         st = read_patient(data / pid)
         image = flair_channel(st.image) if flair_only else st.image
         net = resolve_model(image, model) if routed else model
-        out[pid] = (st.mask > 0, predict_probabilities(image, net, flair_model=False), net)
+        out[pid] = (st.mask > 0, predict_probabilities(image, net, flair_model=False, flip_tta=flip_tta), net)
     return out
 
 
@@ -101,7 +102,7 @@ def cmd_select(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     model = load_model(args.model)
     val = split["val"]
-    probs = probabilities(model, data, val, flair_only=args.flair_only)
+    probs = probabilities(model, data, val, flair_only=args.flair_only, flip_tta=args.flip_tta)
     grid = []
     for rank_t, t in enumerate(THRESHOLDS):
         for rank_p, post in enumerate(GRID):
@@ -115,13 +116,13 @@ def cmd_select(args) -> int:
     if args.flair_only:
         return _select_companion(args, val, grid, chosen, probs)
     baseline = load_model(args.baseline)
-    flair = score(probabilities(model, data, val, flair_only=True), t, post)[1]
+    flair = score(probabilities(model, data, val, flair_only=True, flip_tta=args.flip_tta), t, post)[1]
     base_probs = probabilities(baseline, data, val, flair_only=False)
     base = score(base_probs, 0.5, NONE)[1]
     base_flair = score(probabilities(baseline, data, val, flair_only=True), 0.5, NONE)[1]
     ships = chosen["val_dice_mean"] >= base["dice_mean"] and flair["dice_mean"] >= base_flair["dice_mean"]
     result = {
-        "model": args.model, "baseline": args.baseline, "val_patients": val, "grid": grid,
+        "model": args.model, "baseline": args.baseline, "flip_tta": args.flip_tta, "val_patients": val, "grid": grid,
         "chosen": {"threshold": t, "postprocessing": post.to_dict(), "text": post.describe()},
         "val": {"all_sequences": chosen["val_dice_mean"], "flair_only": flair["dice_mean"],
                 "no_postprocessing": score(probs, 0.5, NONE)[1]["dice_mean"]},
@@ -196,6 +197,8 @@ def main() -> int:
     ap.add_argument("--out", default="runs/bundled2/eval")
     ap.add_argument("--flair-only", action="store_true",
                     help="select: the candidate is a FLAIR-only companion, scored with FLAIR alone")
+    ap.add_argument("--flip-tta", action="store_true",
+                    help="select: average with the prediction of the mirrored slices")
     ap.add_argument("--main-selection", default="runs/bundled2/eval/selection.json",
                     help="select --flair-only: the main model's selection.json (its FLAIR-only figure)")
     args = ap.parse_args()

@@ -108,3 +108,23 @@ def test_flair_only_slices_equal_a_grey_flair_stack():
     grey = slices_from_stacks([PatientStack(st.image[..., 1], st.mask, st.patient_id)])
     assert np.array_equal(data.images, grey.images) and np.array_equal(data.masks, grey.masks)
     assert not np.array_equal(slices_from_stacks([st]).images, data.images)
+
+
+def test_small_lesion_power_draws_small_abnormalities_more_often():
+    """Slices whose abnormality is 16x smaller come up about 4x as often with power 0.5."""
+    from napari_lgg_seg.core.dataset import SliceSet
+
+    masks = np.zeros((3, 256, 256), np.uint8)
+    masks[0, :4, :4] = 1  # 16 px
+    masks[1, :16, :16] = 1  # 256 px
+    data = SliceSet(np.zeros((3, 256, 256, 3), np.uint8), masks, np.array(["A", "B", "C"]))
+
+    def counts(power):
+        ds = SliceDataset(data, 8, positive_fraction=1.0, samples_per_epoch=4000, small_lesion_power=power)
+        return np.bincount(ds._order, minlength=3)
+
+    uniform, boosted = counts(0.0), counts(0.5)
+    assert abs(uniform[0] / uniform[1] - 1) < 0.15 and uniform[2] == 0
+    assert 3.3 < boosted[0] / boosted[1] < 4.8 and boosted[2] == 0
+    with pytest.raises(InputError, match="small-lesion power must be >= 0"):
+        SliceDataset(data, 8, small_lesion_power=-1)

@@ -140,10 +140,11 @@ def test_schedule_ema_crops_and_resume(qtbot, make_napari_viewer, patient_folder
     widget.positive_fraction.value = 1.0
     widget.missing_sequence.value = 0.5
     widget.flair_only.value = True
+    widget.small_lesion_power.value = 0.5
     config = widget.config()
     assert (config["lr_schedule"], config["ema_momentum"], config["crop_size"], config["samples_per_epoch"],
-            config["positive_fraction"], config["missing_sequence"], config["resume"], config["flair_only"]) == (
-        "cosine", 0.9, 32, 4, 1.0, 0.5, False, True)
+            config["positive_fraction"], config["missing_sequence"], config["resume"], config["flair_only"],
+            config["small_lesion_power"]) == ("cosine", 0.9, 32, 4, 1.0, 0.5, False, True, 0.5)
     assert train(widget) == "done", widget.status.text()
     assert widget.result.epochs_run == 1 and widget.result.history["learning_rate"] == [pytest.approx(1e-3)]
 

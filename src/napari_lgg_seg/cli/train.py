@@ -70,6 +70,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--missing-sequence", type=_share, default=0.3, metavar="F",
                    help="share of training slices whose pre- and/or post-contrast channel is replaced "
                    "by FLAIR, so the model also works when sequences are missing")
+    p.add_argument("--small-lesion-power", type=float, default=0.0, metavar="P",
+                   help="draw slices with abnormality with weight (abnormal pixels)^-P, so that small "
+                   "abnormalities are seen more often (0: uniformly; 0.5 is a moderate boost)")
     p.add_argument("--flair-only", action="store_true",
                    help="train and validate on FLAIR alone (all three channels FLAIR): a model for "
                    "stacks without pre- and post-contrast")
@@ -119,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
         positive_fraction=args.positive_fraction,
         missing_sequence=args.missing_sequence,
         flair_only=args.flair_only,
+        small_lesion_power=args.small_lesion_power,
         patience=args.patience,
         time_budget_min=args.time_budget,
         precision=args.precision,

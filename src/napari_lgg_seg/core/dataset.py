@@ -78,7 +78,9 @@ class SliceDataset(keras.utils.PyDataset):
     ``augment`` turns on random geometric + elastic + grey-value changes and simulated
     missing sequences (training only; see ``AugmentConfig``).
     ``crop_size`` cuts random crops; ``positive_fraction`` is the share of samples drawn
-    from slices with abnormality (and then centred near it). Order is reshuffled each epoch.
+    from slices with abnormality (and then centred near it). ``small_lesion_power`` p > 0
+    draws those slices with weights proportional to (abnormal pixels)^-p, so that slices
+    with small abnormalities come up more often (0: uniformly). Order is reshuffled each epoch.
     """
 
     def __init__(
@@ -93,6 +95,7 @@ class SliceDataset(keras.utils.PyDataset):
         seed: int = 0,
         samples_per_epoch: int | None = None,
         augment_config: AugmentConfig | None = None,
+        small_lesion_power: float = 0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -110,6 +113,13 @@ class SliceDataset(keras.utils.PyDataset):
         self.rng = np.random.default_rng(seed)
         self._positive = np.flatnonzero(data.masks.reshape(len(data), -1).any(axis=1))
         self._negative = np.setdiff1d(np.arange(len(data)), self._positive)
+        if small_lesion_power < 0:
+            raise InputError(f"small-lesion power must be >= 0, not {small_lesion_power}")
+        self._positive_p = None
+        if small_lesion_power > 0 and len(self._positive):
+            area = data.masks[self._positive].reshape(len(self._positive), -1).sum(axis=1).astype(float)
+            w = area ** -float(small_lesion_power)
+            self._positive_p = w / w.sum()
         self._epoch_seed = seed
         self._order = self._draw_order()
 
@@ -118,7 +128,8 @@ class SliceDataset(keras.utils.PyDataset):
         if self.positive_fraction is not None and len(self._positive) and len(self._negative):
             n_pos = int(round(n * self.positive_fraction))
             order = np.concatenate(
-                [self.rng.choice(self._positive, n_pos), self.rng.choice(self._negative, n - n_pos)]
+                [self.rng.choice(self._positive, n_pos, p=self._positive_p),
+                 self.rng.choice(self._negative, n - n_pos)]
             )
             self.rng.shuffle(order)
             return order

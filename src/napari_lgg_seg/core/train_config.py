@@ -33,6 +33,7 @@ class TrainConfig:
     flair_only: bool = False  # train and validate on FLAIR alone (a model for FLAIR-only stacks)
     crop_size: int | None = None
     positive_fraction: float | None = 0.5
+    small_lesion_power: float = 0.0  # >0: abnormal slices drawn with weight (abnormal pixels)^-power
     samples_per_epoch: int | None = None
     patience: int = 10
     lr_patience: int = 4
@@ -73,6 +74,8 @@ class TrainConfig:
             raise InputError(f"base filters must be at least 1, not {self.base_filters}")
         if self.lr_schedule not in ("plateau", "cosine"):
             raise InputError(f"unknown learning-rate schedule {self.lr_schedule!r}; use 'plateau' or 'cosine'")
+        if not 0.0 <= self.small_lesion_power <= 2.0:
+            raise InputError(f"small-lesion power must be in [0, 2], not {self.small_lesion_power}")
         if not 0.0 <= self.missing_sequence <= 1.0:
             raise InputError(f"missing-sequence share must be in [0, 1], not {self.missing_sequence}")
         if self.ema_momentum is not None and not 0 < self.ema_momentum < 1:

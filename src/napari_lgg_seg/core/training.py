@@ -348,7 +348,8 @@ def train(
     train_ds = SliceDataset(
         train_set, cfg.batch_size, augment=cfg.augment, crop_size=cfg.crop_size,
         augment_config=AugmentConfig(missing_sequence=cfg.missing_sequence),
-        positive_fraction=cfg.positive_fraction, shuffle=True, seed=cfg.seed,
+        positive_fraction=cfg.positive_fraction, small_lesion_power=cfg.small_lesion_power,
+        shuffle=True, seed=cfg.seed,
         samples_per_epoch=cfg.samples_per_epoch, workers=cfg.workers,
         use_multiprocessing=False,
     )

@@ -50,7 +50,7 @@ NO_VALIDATION_NOTE = ("No validation set (fewer than 3 patients, or validation s
 # How TrainConfig fields are shown; the form holds these fields, in this order.
 BASIC_FIELDS = ("out", "epochs", "batch_size", "learning_rate", "val_fraction", "augment", "resume")
 ADVANCED_FIELDS = ("base_filters", "lr_schedule", "ema_momentum", "crop_size", "samples_per_epoch",
-                   "positive_fraction", "missing_sequence", "flair_only")
+                   "positive_fraction", "small_lesion_power", "missing_sequence", "flair_only")
 FIELD_SPECS: dict[str, dict] = {
     "out": dict(label="save to", widget_type="FileEdit", mode="w", filter="*.keras",
                 default=str(Path.home() / "lgg_finetuned.keras"), annotation=Path,
@@ -74,6 +74,9 @@ FIELD_SPECS: dict[str, dict] = {
                               tooltip="Slices or crops drawn per epoch; 0 = every slice once"),
     "positive_fraction": dict(label="abnormal share", min=0.0, max=1.0, step=0.05,
                               tooltip="Share of drawn samples that show abnormality"),
+    "small_lesion_power": dict(label="small-lesion boost", min=0.0, max=2.0, step=0.1,
+                               tooltip="Draw slices with abnormality with weight (abnormal pixels)^-boost, "
+                               "so small abnormalities are seen more often; 0 = uniformly"),
     "missing_sequence": dict(label="missing sequences", min=0.0, max=1.0, step=0.05,
                              tooltip="Share of training slices whose pre- and/or post-contrast channel is "
                              "replaced by FLAIR, so that the model also works when those sequences are missing"),
