@@ -126,6 +126,8 @@ def cmd_select(args) -> int:
         "chosen": {"threshold": t, "postprocessing": post.to_dict(), "text": post.describe()},
         "val": {"all_sequences": chosen["val_dice_mean"], "flair_only": flair["dice_mean"],
                 "no_postprocessing": score(probs, 0.5, NONE)[1]["dice_mean"]},
+        "val_patients_dice": {s.patient: s.dice for s in score(probs, t, post)[0]},
+        "val_summary": score(probs, t, post)[1],
         "baseline_val": {"all_sequences": base["dice_mean"], "flair_only": base_flair["dice_mean"]},
         "ships": bool(ships),
     }
@@ -135,6 +137,7 @@ def cmd_select(args) -> int:
 
 
 def _select_companion(args, val: list[str], grid: list, chosen: dict, probs: dict) -> int:
+    t, post = chosen["threshold"], PostProcessing.from_dict(chosen["postprocessing"])
     main = json.loads(Path(args.main_selection).read_text())
     need = main["val"]["flair_only"] + FLAIR_MARGIN
     result = {
@@ -143,6 +146,7 @@ def _select_companion(args, val: list[str], grid: list, chosen: dict, probs: dic
         "chosen": {k: chosen[k] for k in ("threshold", "postprocessing", "text")},
         "val": {"flair_only": chosen["val_dice_mean"],
                 "no_postprocessing": score(probs, 0.5, NONE)[1]["dice_mean"]},
+        "val_patients_dice": {s.patient: s.dice for s in score(probs, t, post)[0]},
         "baseline_val": {"flair_only": main["val"]["flair_only"], "model": main["model"]},
         "rule": f"FLAIR-only mean per-patient Dice >= main model's {main['val']['flair_only']:.4f} + {FLAIR_MARGIN}",
         "ships": bool(chosen["val_dice_mean"] >= need),

@@ -36,25 +36,43 @@ def summary_rows(columns: dict[str, dict]) -> list[str]:
     return rows
 
 
-def patient_rows(new: dict, old: dict, new_flair: dict) -> list[str]:
-    by_old = {p["patient"]: p for p in old["patients"]}
+def short(report: dict) -> str:
+    """``2.1`` of ``lgg-unet16 2.1.20261201 (int8)``."""
+    version = report["model"].split()[1] if len(report["model"].split()) > 1 else report["model"]
+    return ".".join(version.split(".")[:2])
+
+
+def patient_rows(new: dict, new_flair: dict, others: list[dict]) -> list[str]:
+    """One row per test patient, worst first: the new model (all sequences and FLAIR
+    only) and the others' Dice on the same patients."""
+    v = short(new)
+    by = [{p["patient"]: p for p in o["patients"]} for o in others]
     by_flair = {p["patient"]: p for p in new_flair["patients"]}
-    rows = ["| patient | slices | true voxels | 2.0 Dice | 2.0 predicted voxels | 2.0 FLAIR only | 1.1 Dice |",
-            "| --- | --- | --- | --- | --- | --- | --- |"]
+    rows = [f"| patient | slices | true voxels | {v} Dice | {v} predicted voxels | {v} FLAIR only | "
+            + " | ".join(f"{short(o)} Dice" for o in others) + " |",
+            "| --- | --- | --- | --- | --- | --- |" + " --- |" * len(others)]
     for p in sorted(new["patients"], key=lambda p: p["dice"]):
         rows.append(f"| {p['patient']} | {p['n_slices']} | {p['true_voxels']} | {p['dice']:.3f} | "
-                    f"{p['predicted_voxels']} | {by_flair[p['patient']]['dice']:.3f} | {by_old[p['patient']]['dice']:.3f} |")
+                    f"{p['predicted_voxels']} | {by_flair[p['patient']]['dice']:.3f} | "
+                    + " | ".join(f"{b[p['patient']]['dice']:.3f}" for b in by) + " |")
     return rows
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--eval", default="runs/bundled2/eval")
+    ap.add_argument("--eval", default="runs/bundled2/eval", help="reports of this release")
+    ap.add_argument("--previous", default=None,
+                    help="reports of an earlier release on the same test patients (e.g. docs/training/eval-2.0)")
+    ap.add_argument("--baseline-name", default="1.1.20261129", help="what the baseline reports call 'user'")
     args = ap.parse_args()
     ev = Path(args.eval)
-    load = lambda name: json.loads((ev / name).read_text())  # noqa: E731
-    sel = load("selection.json")
-    reports = {k: load(f"test_{k}.json") for k in ("bundled", "bundled_flair_only", "baseline", "baseline_flair_only")}
+    load = lambda folder, name: json.loads((folder / name).read_text())  # noqa: E731
+    sel = load(ev, "selection.json")
+    reports = {k: load(ev, f"test_{k}.json") for k in ("bundled", "bundled_flair_only", "baseline", "baseline_flair_only")}
+    if args.previous:
+        prev = Path(args.previous)
+        reports.update({f"previous{k}": load(prev, f"test_bundled{k}.json") for k in ("", "_flair_only")})
+    reports["baseline"]["model"] = reports["baseline_flair_only"]["model"] = f"lgg-unet16 {args.baseline_name}"
     for r in reports.values():
         r["summary"]["below_half"] = sum(p["dice"] < 0.5 for p in r["patients"])
     print(f"## Validation ({len(sel['val_patients'])} patients): chosen {sel['chosen']['text']}, "
@@ -69,18 +87,22 @@ def main() -> int:
     b, bf = reports["bundled"], reports["bundled_flair_only"]
     o, of = reports["baseline"], reports["baseline_flair_only"]
     print(f"\n## Test ({b['summary']['n_patients']} patients, {b['summary']['n_slices']} slices)\n")
-    print("\n".join(summary_rows({
-        f"**2.0** ({b['postprocessing_text']})": b["summary"],
-        "2.0, FLAIR only": bf["summary"],
-        "1.1.20261129 (its defaults: none)": o["summary"],
-        "1.1, FLAIR only": of["summary"],
-    })))
-    print("\n" + "\n".join(patient_rows(b, o, bf)))
-    s1000 = load("test_summary.json").get("baseline_min_size_1000")
+    columns = {f"**{short(b)}** ({b['postprocessing_text']})": b["summary"], f"{short(b)}, FLAIR only": bf["summary"]}
+    others = []
+    if args.previous:
+        pv, pvf = reports["previous"], reports["previous_flair_only"]
+        columns.update({f"{short(pv)} ({pv['postprocessing_text']})": pv["summary"],
+                        f"{short(pv)}, FLAIR only": pvf["summary"]})
+        others.append(pv)
+    columns.update({f"{args.baseline_name} (its defaults: none)": o["summary"], f"{short(o)}, FLAIR only": of["summary"]})
+    others.append(o)
+    print("\n".join(summary_rows(columns)))
+    print("\n" + "\n".join(patient_rows(b, bf, others)))
+    s1000 = load(ev, "test_summary.json").get("baseline_min_size_1000")
     if s1000:
-        print(f"\n1.1 with min size 1000: per-patient Dice mean {s1000['dice_mean']:.3f} median "
+        print(f"\n{short(o)} with min size 1000: per-patient Dice mean {s1000['dice_mean']:.3f} median "
               f"{s1000['dice_median']:.3f} min {s1000['dice_min']:.3f}; pooled {s1000['pooled_dice']:.3f}")
-    print(f"\nseconds: 2.0 {b['seconds']:.1f} ({b['model']}), 1.1 {o['seconds']:.1f} ({o['model']})")
+    print(f"\nseconds: {short(b)} {b['seconds']:.1f} ({b['model']}), {short(o)} {o['seconds']:.1f} ({o['model']})")
     return 0
 
 

@@ -62,8 +62,13 @@ def test_model_defaults_label_names_the_companions_settings(grey, tmp_path, monk
     widget._show_model_defaults()
     assert widget.model_defaults.value == ("threshold 0.4; keep the largest component; FLAIR-only input: "
                                            "threshold 0.3; drop components under 7 voxels")
+    assert not widget.flair_model.native.isHidden()  # offered only where a companion exists
     widget.flair_model.value = False
     assert widget.model_defaults.value == "threshold 0.4; keep the largest component"
-    config.write_text(json.dumps(OWN))  # no companion: as before
+    config.write_text(json.dumps(OWN))  # no companion: as before, and the option is hidden
     widget.flair_model.value = True
     assert widget.model_defaults.value == "threshold 0.4; keep the largest component"
+    assert widget.flair_model.native.isHidden()
+    config.write_text(json.dumps({**OWN, "flair_model": COMPANION}))
+    widget._show_model_defaults()
+    assert not widget.flair_model.native.isHidden()

@@ -320,11 +320,13 @@ class SegmentWidget(Container):
         text = describe_settings(*own) if own else "unknown (model.json unreadable)"
         if source is not None and not source.is_bundled and own is not None:
             text += " (a .keras file stores none)"
-        flair = _models.flair_settings(source) if source is not None and self.flair_model.value else None
-        if flair is not None:
+        flair = _models.flair_settings(source) if source is not None else None
+        if flair is not None and self.flair_model.value:
             text += f"; FLAIR-only input: {describe_settings(*flair)}"
         try:
             self.model_defaults.value = text
+            # the choice means something only for a model that has a FLAIR-only companion
+            self.flair_model.visible = flair is not None
         except RuntimeError:
             pass
 
