@@ -20,12 +20,13 @@ fine-tuned on the grown training set with whole slices, cosine decay, EMA and si
 missing sequences. ``--start-phase 5 --init-from-bundled`` starts it from the bundled 1.1
 weights without rerunning phases 1-4.
 
-Phase 6 makes 2.1: phase 5's model fine-tuned for 16 more epochs (cosine 1e-4 to 1e-5, EMA)
-with 60% of the drawn slices showing abnormality (2.0 under-segments small lesions).
-Phase 7 makes 2.1's FLAIR-only companion: phase 6 fine-tuned on FLAIR alone (all three
-input channels FLAIR, ``TrainConfig.flair_only``), used by inference whenever a stack has no
-pre- and post-contrast. The rules they had to pass were written before they ran
-(``docs/training/phase6-rule.txt``, ``docs/training/flair-model/rule.txt``).
+Phase 6: phase 5's model fine-tuned for 16 more epochs (cosine 1e-4 to 1e-5, EMA) with 60%
+of the drawn slices showing abnormality (2.0 under-segments small lesions). Phase 7: a
+FLAIR-only companion, phase 6 fine-tuned on FLAIR alone (``TrainConfig.flair_only``); it
+missed its rule, so 2.1 ships without one (``--with-companion`` trains it). Phase 8 makes
+2.1: phase 6 fine-tuned with slices of small abnormalities drawn more often
+(``small_lesion_power`` 0.5). The rules each had to pass were written before it ran
+(``docs/training/phase6-rule.txt``, ``flair-model/rule.txt``, ``phase8/rule.txt``).
 
 The threshold and post-processing of each come from ``scripts/evaluate_bundled.py select``
 (``<work>/eval/selection.json`` and, for the companion, ``<work>/eval-flair/selection.json``).
@@ -47,11 +48,12 @@ from napari_lgg_seg.core.training import TrainConfig, load_training_data, train
 SPLIT_11 = Path(__file__).with_name("split-1.1.json")
 RECIPE = (
     "python scripts/train_bundled.py --work runs/bundled2 --start-phase 5 --init-from-bundled "
-    "(phases 5-7 from 1.1.20261129) && python scripts/evaluate_bundled.py select (main and "
-    "--flair-only) && python scripts/train_bundled.py --work runs/bundled2 --export-only && "
-    "python scripts/export_int8.py && python scripts/export_int8.py --variant flair"
+    "(phases 5, 6 and 8 from 1.1.20261129) && python scripts/evaluate_bundled.py select --model "
+    "runs/bundled2/phase8.keras --baseline runs/bundled2/phase6.keras --out runs/bundled2/eval8 && "
+    "python scripts/train_bundled.py --work runs/bundled2 --export-only --selection "
+    "runs/bundled2/eval8/selection.json && python scripts/export_int8.py"
 )
-VERSION = "2.1.%Y%m%d"  # 2.1: phase 6 and its FLAIR-only companion (phase 7)
+VERSION = "2.1.%Y%m%d"  # 2.1: phase 8
 
 
 def main() -> int:
@@ -70,18 +72,21 @@ def main() -> int:
     ap.add_argument("--phase5-missing", type=float, default=0.4)
     ap.add_argument("--phase6-minutes", type=float, default=24)
     ap.add_argument("--phase7-minutes", type=float, default=24)
+    ap.add_argument("--phase8-minutes", type=float, default=30)
+    ap.add_argument("--with-companion", action="store_true",
+                    help="also train phase 7, the FLAIR-only companion (2.1 ships without one)")
     ap.add_argument("--init-from-bundled", action="store_true",
                     help="phase 5 starts from the bundled 1.1 weights instead of --work/phase4.keras")
     ap.add_argument("--base-filters", type=int, default=16)
     ap.add_argument("--precision", default="mixed_bfloat16")
-    ap.add_argument("--start-phase", type=int, choices=(1, 2, 3, 4, 5, 6, 7), default=1,
+    ap.add_argument("--start-phase", type=int, choices=(1, 2, 3, 4, 5, 6, 7, 8), default=1,
                     help="start from this phase, using the earlier phases' models in --work")
-    ap.add_argument("--resume", action="store_true", help="resume an interrupted phase 5, 6 or 7")
+    ap.add_argument("--resume", action="store_true", help="resume an interrupted phase 5 to 8")
     ap.add_argument("--export-only", action="store_true",
                     help="only export the last phase's model (e.g. after resuming it with the CLI)")
     ap.add_argument("--export", default="src/napari_lgg_seg/bundled")
     ap.add_argument("--export-from", default=None,
-                    help="with --export-only: the main model to export (default: <work>/phase6.keras)")
+                    help="with --export-only: the main model to export (default: <work>/phase8.keras)")
     ap.add_argument("--flair-from", default=None,
                     help="with --export-only: the FLAIR-only companion to export (default: "
                     "<work>/phase7.keras if present; 'none' exports no companion)")
@@ -92,7 +97,7 @@ def main() -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     if args.export_only:  # no data needed
-        export(Path(args.export_from) if args.export_from else work / "phase6.keras", args)
+        export(Path(args.export_from) if args.export_from else work / "phase8.keras", args)
         return 0
     all_data = load_training_data(args.data)
     split11 = json.loads(SPLIT_11.read_text())
@@ -150,7 +155,7 @@ def main() -> int:
             log_csv=str(work / "phase5.csv"), resume=args.resume,
             **dict(common, val_patients=split20["val"], test_patients=split20["test"])), verbose=2)
         print("phase 5:", r5.best_epoch, r5.best_val_patient_dice, flush=True)
-    phase6, phase7 = work / "phase6.keras", work / "phase7.keras"
+    phase6, phase7, phase8 = work / "phase6.keras", work / "phase7.keras", work / "phase8.keras"
     late = dict(common, val_patients=split20["val"], test_patients=split20["test"])
     fine = dict(epochs=16, batch_size=8, learning_rate=1e-4, min_lr=1e-5, lr_schedule="cosine",
                 ema_momentum=0.995, crop_size=None, positive_fraction=0.6, samples_per_epoch=640,
@@ -160,11 +165,16 @@ def main() -> int:
             out=str(phase6), init_from=str(phase5), missing_sequence=0.4,
             time_budget_min=args.phase6_minutes, log_csv=str(work / "phase6.csv"), **fine, **late), verbose=2)
         print("phase 6:", r6.best_epoch, r6.best_val_patient_dice, flush=True)
-    r7 = train(all_data, TrainConfig(
-        out=str(phase7), init_from=str(phase6), flair_only=True, missing_sequence=0.0,
-        time_budget_min=args.phase7_minutes, log_csv=str(work / "phase7.csv"), **fine, **late), verbose=2)
-    print("phase 7 (FLAIR-only companion):", r7.best_epoch, r7.best_val_patient_dice, flush=True)
-    export(phase6, args)
+    if args.with_companion and args.start_phase <= 7:
+        r7 = train(all_data, TrainConfig(
+            out=str(phase7), init_from=str(phase6), flair_only=True, missing_sequence=0.0,
+            time_budget_min=args.phase7_minutes, log_csv=str(work / "phase7.csv"), **fine, **late), verbose=2)
+        print("phase 7 (FLAIR-only companion):", r7.best_epoch, r7.best_val_patient_dice, flush=True)
+    r8 = train(all_data, TrainConfig(
+        out=str(phase8), init_from=str(phase6), missing_sequence=0.4, small_lesion_power=0.5,
+        time_budget_min=args.phase8_minutes, log_csv=str(work / "phase8.csv"), **fine, **late), verbose=2)
+    print("phase 8:", r8.best_epoch, r8.best_val_patient_dice, flush=True)
+    export(phase8, args)
     return 0
 
 
