@@ -349,6 +349,19 @@ def test_segment_kaggle_folder_in_numeric_order(tmp_path, capsys, flair_model_32
     assert not list(tmp_path.glob(".labels*"))
 
 
+def test_segment_says_when_post_processing_removed_everything(tmp_path, capsys, flair_model_32):
+    src = ordered_patient(tmp_path / "data", n=10)
+    out = tmp_path / "labels.tif"
+    code, stdout, err = run(capsys, "segment", src, "-o", out, "--model", flair_model_32, "--min-size", "100000")
+    assert code == 0, err
+    assert not tifffile.imread(out).any()
+    voxels = sum(2 * k * 32 for k in range(1, 11))
+    assert (f"the post-processing (drop components under 100000 voxels) removed all {voxels:,} voxels above "
+            "the threshold, so the result is empty; --postprocess none keeps them") in err
+    code, _, err = run(capsys, "segment", src, "-o", tmp_path / "kept.tif", "--model", flair_model_32)
+    assert code == 0 and "removed all" not in err
+
+
 def test_segment_tiff_stack_without_masks(tmp_path, capsys, tiny_model_path):
     f = tmp_path / "stack.tif"
     tifffile.imwrite(f, np.random.default_rng(1).integers(0, 4000, (3, 40, 40), dtype=np.uint16))

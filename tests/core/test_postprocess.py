@@ -122,3 +122,23 @@ def test_settings_described_for_the_widget():
     t, post = info_defaults({"threshold": 0.45, "postprocessing": {"mode": "peak", "min_probability": 0.9}})
     assert describe_settings(t, post) == "threshold 0.45; keep components with peak probability >= 0.9"
     assert info_defaults(None) == (0.5, NONE)
+
+
+def test_stats_and_the_note_when_post_processing_removes_everything(volume):
+    """A run whose components all fall under the minimum size says so instead of
+    silently returning empty labels."""
+    from napari_lgg_seg.core.inference import removed_all_note
+
+    image = np.rint(volume * 255).astype(np.uint8)
+    stats = {}
+    kept = segment_volume(image, ProbModel(), min_size=30, stats=stats)
+    assert stats["voxels_kept"] == int(kept.sum()) > 0 and stats["voxels_above_threshold"] > stats["voxels_kept"]
+    assert stats["threshold"] == 0.5 and stats["postprocessing"] == "drop components under 30 voxels"
+    assert removed_all_note(stats) is None
+    stats = {}
+    empty = segment_volume(image, ProbModel(), min_size=10_000, stats=stats)
+    assert not empty.any() and stats["voxels_kept"] == 0
+    note = removed_all_note(stats)
+    assert note == (f"the post-processing (drop components under 10000 voxels) removed all "
+                    f"{stats['voxels_above_threshold']:,} voxels above the threshold, so the result is empty")
+    assert removed_all_note({"voxels_above_threshold": 0, "voxels_kept": 0}) is None  # nothing found: no note

@@ -280,3 +280,16 @@ def test_settings_saved_before_the_models_own_defaults_keep_all_but_the_old_thre
     again = type(widget)(viewer)
     assert again.threshold.value == pytest.approx(0.55)  # saved under the new meaning: kept
     assert json.loads((settings_dir / "segment.json").read_text())["_version"] == 2
+
+
+def test_a_run_emptied_by_post_processing_says_so(grey):
+    """Components all under the minimum size: the (empty) result comes with a warning that
+    names the post-processing and how to keep them."""
+    _viewer, widget, layer = grey
+    use_as_bundled(ProbModel())
+    seg = widget.segment(TIMEOUT, image=layer, postprocess="min_size", min_size=100_000)
+    assert seg is not None and not seg.data.any()
+    assert "removed all 468 voxels above the threshold, so the result is empty; set post-processing to " \
+           "'none' to see them." in widget.status.value
+    seg = widget.segment(TIMEOUT, postprocess="none", min_size=0)
+    assert seg.data.any() and "removed all" not in widget.status.value

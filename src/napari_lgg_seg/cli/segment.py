@@ -133,11 +133,17 @@ def _segment_one(args: argparse.Namespace, options: dict) -> int:
                f"segmenting {args.input[0]} with --batch-size {args.batch_size}", "lower --batch-size")
     model = _resolve_model(stack.image, cli._load_engine(args.model, args.engine), args)
     bar = ProgressBar(f"segmenting {stack.patient_id}")
+    stats: dict = {}
     try:
         labels = segment_stack(stack, model, batch_size=args.batch_size, progress=bar, engine=args.engine,
-                               **options)
+                               stats=stats, **options)
     finally:
         bar.close()
+    from ..core.inference import removed_all_note
+
+    note = removed_all_note(stats)
+    if note:
+        _note(f"{stack.patient_id}: {note}; --postprocess none keeps them")
     voxel = stack.voxel_size or args.voxel_size
     if str(out).lower().endswith((".nii", ".nii.gz")) and stack.geometry is None and voxel is None:
         _note(f"{out.name}: the input has no voxel size; the NIfTI gets 1 mm voxels (give --voxel-size)")

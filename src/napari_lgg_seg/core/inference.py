@@ -220,6 +220,7 @@ def segment_volume(
     flip_tta: bool = False,
     engine: str = "auto",
     flair_model: bool = True,
+    stats: dict | None = None,
 ) -> np.ndarray:
     """Segment a ``(Z, Y, X[, 3])`` volume (or one ``(Y, X[, 3])`` slice) into uint8 labels.
 
@@ -233,6 +234,9 @@ def segment_volume(
     or Keras (see ``resolve_engine``). FLAIR-only input goes to the bundled model's
     FLAIR-only companion, with its own threshold and post-processing as defaults, when
     the bundle has one, unless ``flair_model`` is False (see ``resolve_model``).
+    ``stats``, if given, is filled with what the run did: ``threshold``,
+    ``postprocessing`` (its description), ``voxels_above_threshold`` and ``voxels_kept``
+    (see ``removed_all_note``).
     """
     model = resolve_model(volume, model, engine, flair_model)
     t, post = resolve_postprocessing(model, threshold, postprocess, min_size)
@@ -240,4 +244,20 @@ def segment_volume(
         volume, model, batch_size=batch_size, progress=progress, flip_tta=flip_tta, engine=engine,
         flair_model=False,  # resolved above
     )
-    return keep_components(probs >= t, probs, post)
+    above = probs >= t
+    labels = keep_components(above, probs, post)
+    if stats is not None:
+        stats.update(threshold=t, postprocessing=post.describe(), voxels_above_threshold=int(above.sum()),
+                     voxels_kept=int(labels.sum()))
+    return labels
+
+
+def removed_all_note(stats: dict) -> str | None:
+    """A warning when the post-processing removed every voxel above the threshold (e.g.
+    the fragments of a small abnormality under the minimum component size), else None;
+    ``stats`` as ``segment_volume`` fills it."""
+    found = int(stats.get("voxels_above_threshold") or 0)
+    if found and not stats.get("voxels_kept"):
+        return (f"the post-processing ({stats.get('postprocessing')}) removed all {found:,} voxels above "
+                f"the threshold, so the result is empty")
+    return None

@@ -31,7 +31,7 @@ from magicgui.widgets import (
     PushButton,
 )
 from napari.layers import Image, Labels
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from psygnal import Signal
 
 from ..core.errors import LGGSegError
@@ -71,10 +71,12 @@ def segment_task(source, volume, options: SegmentOptions, stop: threading.Event,
     ``post_contrast`` (PatientStacks) are given. Reports ``Status`` and ``Progress``;
     raises Cancelled when ``stop`` is set. Returns the labels, the info of the model that
     ran (the bundled FLAIR-only companion for FLAIR-only input, see
-    ``core.inference.resolve_model``) and the (threshold, PostProcessing) the run used."""
+    ``core.inference.resolve_model``), the (threshold, PostProcessing) the run used and
+    ``core.inference.removed_all_note`` of the run (None when something was kept)."""
     from ..core.errors import Cancelled
     from ..core.inference import (
         is_flair_variant,
+        removed_all_note,
         resolve_model,
         resolve_postprocessing,
         segment_volume,
@@ -95,14 +97,15 @@ def segment_task(source, volume, options: SegmentOptions, stop: threading.Event,
         return not stop.is_set()
 
     used = resolve_postprocessing(model, kwargs["threshold"], kwargs["postprocess"], kwargs["min_size"])
-    labels = segment_volume(volume, model, progress=on_batch, **kwargs)
+    stats: dict = {}
+    labels = segment_volume(volume, model, progress=on_batch, stats=stats, **kwargs)
     info = dict(getattr(model, "lgg_info", None) or {})  # not core.model's: that imports TensorFlow
     info.setdefault("name", getattr(model, "name", "model"))
     info.setdefault("version", "")
     info["engine"] = "int8" if getattr(model, "engine", None) == "int8" else "keras"
     if is_flair_variant(model):
         info["variant"] = "flair"
-    return labels, info, used
+    return labels, info, used, removed_all_note(stats)
 
 
 def _replace_labels(layer, labels: np.ndarray) -> None:
@@ -479,9 +482,13 @@ class SegmentWidget(Container):
 
     def _on_result(self, result: Result, image_layer, options: SegmentOptions) -> Outcome:
         if result.outcome is Outcome.DONE:
-            labels, info, used = result.value
+            labels, info, used, note = result.value
             try:
-                self._show_result(image_layer, labels, info, options, used)
+                shown = self._show_result(image_layer, labels, info, options, used)
+                if note is not None and shown:
+                    message = f"{note[0].upper()}{note[1:]}; set post-processing to 'none' to see them."
+                    self.status.value += " " + message
+                    show_warning(message)
                 self._show_model_defaults()  # the loaded model's own, now known for sure
             except Exception as exc:  # noqa: BLE001 - e.g. the image layer was deleted
                 self._fail(readable_error(exc))
@@ -499,7 +506,8 @@ class SegmentWidget(Container):
         return False
 
     def _show_result(self, image_layer, labels: np.ndarray, info: dict, options: SegmentOptions,
-                     used: tuple) -> None:
+                     used: tuple) -> bool:
+        """Add or update the result layer; False when the user kept their edited one."""
         threshold, post = used
         own_voxel = (image_layer.metadata or {}).get("voxel_size")
         typed = options.voxel_mm() if own_voxel is None and labels.ndim == 3 else None
@@ -513,7 +521,7 @@ class SegmentWidget(Container):
         edited_meanwhile = existing is not None and labels_digest(existing.data) != self._digest_at_start
         if edited_meanwhile and not self._may_replace(existing):
             self.status.value = "Kept the edited segmentation; the new result was dropped."
-            return
+            return False
         scale, translate = tuple(image_layer.scale), tuple(image_layer.translate)
         if existing is not None:
             self._undo = _Undo(existing, meta["digest"])
@@ -536,6 +544,7 @@ class SegmentWidget(Container):
         self._watch(layer)
         self.status.value = f"{verb} '{layer.name}'."
         show_info(f"{verb} '{layer.name}': {format_volume(volume_summary(labels, scale))}")
+        return True
 
     def _reference_as_contour(self, seg) -> None:
         """Draw a ground truth of the same shape as an outline, so that differences show."""
