@@ -1,4 +1,4 @@
-cd /work/main
+cd "$(dirname "$0")/../../.."  # the project root; ../shared beside it
 V=$(python3 -c "import json;s=json.load(open('docs/training/split-2.0.json'));print(' '.join(s['val']))")
 T=$(python3 -c "import json;s=json.load(open('docs/training/split-2.0.json'));print(' '.join(s['test']))")
 exec .venv/bin/napari-lgg-seg train ../shared/data/lgg/kaggle_3m --out runs/bundled2/phase8.keras \
