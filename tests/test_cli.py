@@ -593,6 +593,16 @@ def _patients_root(tmp_path):
     return root, src, affine
 
 
+def test_segment_folder_notes_patients_emptied_by_post_processing(tmp_path, capsys, fake_model):
+    root, _, _ = _patients_root(tmp_path)
+    code, _, err = run(capsys, "segment", root / "TCGA_AA_0000_20000101", root / "TCGA_AA_0001_20000101",
+                       "-o", tmp_path / "out", "--min-size", "1000000")
+    assert code == 0, err
+    notes = [line for line in err.splitlines() if "removed all" in line]
+    assert len(notes) == 2 and notes[0].startswith("napari-lgg-seg: TCGA_AA_0000_20000101: the post-processing (drop components")
+    assert notes[0].endswith("so the result is empty; --postprocess none keeps them")
+
+
 def test_segment_folder_of_patients_reports_failure_and_resumes(tmp_path, capsys, fake_model):
     root, _, _ = _patients_root(tmp_path)
     out = tmp_path / "out"

@@ -147,3 +147,19 @@ def test_outputs_never_land_among_the_inputs(tmp_path):
     segment_many([root], root / "labels", model=FlairModel())
     again = segment_many([root], root / "labels", model=FlairModel())
     assert [r.status for r in again] == ["skipped"] * 4
+
+
+def test_a_patient_emptied_by_post_processing_gets_a_note(tmp_path):
+    root, _src, _affine = dataset(tmp_path, broken=False)
+    out = tmp_path / "out"
+    results = segment_many([root / "TCGA_AA_0000_20000101", root / "TCGA_AA_0001_20000101"], out,
+                           model=FlairModel(), min_size=1_000_000)
+    assert [r.status for r in results] == ["done", "done"]
+    for r in results:
+        assert r.abnormality_voxels == 0
+        assert r.note.startswith("the post-processing (drop components under 1000000 voxels) removed all ")
+    assert [row["note"] for row in rows(out / "summary.csv")] == [r.note for r in results]
+    kept = segment_many([root / "TCGA_AA_0000_20000101"], tmp_path / "kept", model=FlairModel())
+    assert kept[0].abnormality_voxels > 0 and kept[0].note == ""
+    with pytest.raises(InputError, match="takes no 'stats'"):
+        segment_many([root], tmp_path / "x", model=FlairModel(), stats={})

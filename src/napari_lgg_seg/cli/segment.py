@@ -184,6 +184,8 @@ def _segment_many(args: argparse.Namespace, options: dict) -> int:
             if row.dice is not None:
                 text += f", Dice {row.dice:.3f}"
             _info(text + f" -> {row.output}")
+            if row.note:
+                _note(f"{row.patient}: {row.note}; --postprocess none keeps them")
 
     try:
         results = segment_many(

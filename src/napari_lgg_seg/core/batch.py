@@ -19,7 +19,7 @@ from .io import PatientStack, TIFF_SUFFIXES, atomic_write, is_readable, read_pat
 
 FORMATS = {"tif": ".tif", "nii.gz": ".nii.gz", "nii": ".nii", "kaggle-masks": ""}
 SUMMARY_FIELDS = ("patient", "input", "output", "status", "slices", "voxel_size_mm", "abnormality_voxels",
-                  "abnormality_mm3", "dice", "iou", "seconds", "error")
+                  "abnormality_mm3", "dice", "iou", "seconds", "error", "note")
 
 
 @dataclass
@@ -38,6 +38,7 @@ class PatientResult:
     iou: float | None = None
     seconds: float | None = None
     error: str = ""
+    note: str = ""  # e.g. that the post-processing removed everything (core.inference.removed_all_note)
 
 
 def format_for_path(path: str | os.PathLike) -> str | None:
@@ -225,10 +226,13 @@ def segment_many(
     gets (slices done, slices in all); ``segment_options`` go to ``segment_volume`` (e.g.
     ``flair_model=False``: the main model for FLAIR-only patients too).
     """
+    from .inference import removed_all_note
     from .metrics import abnormality_volume, dice, iou
 
     if format not in FORMATS:
         raise InputError(f"unknown output format {format!r}; choose one of {', '.join(FORMATS)}")
+    if "stats" in segment_options:
+        raise InputError("segment_many reports per patient (PatientResult.note); it takes no 'stats'")
     if isinstance(shard, str):
         shard = parse_shard(shard)
     if voxel_size is not None:
@@ -276,7 +280,7 @@ def segment_many(
             old = earlier.get(key)
             if old and old.get("status") in ("done", "skipped"):
                 row = PatientResult(**{**{k: old.get(k) or None for k in SUMMARY_FIELDS}, "status": "skipped"})
-                row.error = ""
+                row.error = row.note = ""
                 row.voxel_size_mm = old.get("voxel_size_mm", "")
             results.append(row)
             if on_result:
@@ -290,7 +294,8 @@ def segment_many(
 
         try:
             stack = read_patient(p)
-            labels = segment_stack(stack, model, progress=step, **segment_options)
+            stats: dict = {}
+            labels = segment_stack(stack, model, progress=step, stats=stats, **segment_options)
             write_labels(target, labels, stack, voxel_size, overwrite=overwrite)
         except Cancelled:
             raise
@@ -313,7 +318,7 @@ def segment_many(
             voxel_size_mm="x".join(f"{v:g}" for v in vox) if vox else "",
             abnormality_voxels=vol["voxels"],
             abnormality_mm3=None if vol["mm3"] is None else round(vol["mm3"], 3),
-            seconds=round(time.monotonic() - t0, 2),
+            seconds=round(time.monotonic() - t0, 2), note=removed_all_note(stats) or "",
         )
         if stack.mask is not None:
             truth = stack.mask.reshape(labels.shape)
