@@ -113,8 +113,10 @@ def cmd_select(args) -> int:
     best = max(g["val_dice_mean"] for g in grid)
     chosen = min((g for g in grid if g["val_dice_mean"] >= best - TIE), key=lambda g: g["simplicity"])
     t, post = chosen["threshold"], PostProcessing.from_dict(chosen["postprocessing"])
+    chosen_scores, chosen_summary = score(probs, t, post)
+    per_patient = {s.patient: s.dice for s in chosen_scores}
     if args.flair_only:
-        return _select_companion(args, val, grid, chosen, probs)
+        return _select_companion(args, val, grid, chosen, probs, per_patient)
     baseline = load_model(args.baseline)
     flair = score(probabilities(model, data, val, flair_only=True, flip_tta=args.flip_tta), t, post)[1]
     base_probs = probabilities(baseline, data, val, flair_only=False)
@@ -126,8 +128,8 @@ def cmd_select(args) -> int:
         "chosen": {"threshold": t, "postprocessing": post.to_dict(), "text": post.describe()},
         "val": {"all_sequences": chosen["val_dice_mean"], "flair_only": flair["dice_mean"],
                 "no_postprocessing": score(probs, 0.5, NONE)[1]["dice_mean"]},
-        "val_patients_dice": {s.patient: s.dice for s in score(probs, t, post)[0]},
-        "val_summary": score(probs, t, post)[1],
+        "val_patients_dice": per_patient,
+        "val_summary": chosen_summary,
         "baseline_val": {"all_sequences": base["dice_mean"], "flair_only": base_flair["dice_mean"]},
         "ships": bool(ships),
     }
@@ -136,8 +138,8 @@ def cmd_select(args) -> int:
     return 0
 
 
-def _select_companion(args, val: list[str], grid: list, chosen: dict, probs: dict) -> int:
-    t, post = chosen["threshold"], PostProcessing.from_dict(chosen["postprocessing"])
+def _select_companion(args, val: list[str], grid: list, chosen: dict, probs: dict,
+                      per_patient: dict[str, float]) -> int:
     main = json.loads(Path(args.main_selection).read_text())
     need = main["val"]["flair_only"] + FLAIR_MARGIN
     result = {
@@ -146,7 +148,7 @@ def _select_companion(args, val: list[str], grid: list, chosen: dict, probs: dic
         "chosen": {k: chosen[k] for k in ("threshold", "postprocessing", "text")},
         "val": {"flair_only": chosen["val_dice_mean"],
                 "no_postprocessing": score(probs, 0.5, NONE)[1]["dice_mean"]},
-        "val_patients_dice": {s.patient: s.dice for s in score(probs, t, post)[0]},
+        "val_patients_dice": per_patient,
         "baseline_val": {"flair_only": main["val"]["flair_only"], "model": main["model"]},
         "rule": f"FLAIR-only mean per-patient Dice >= main model's {main['val']['flair_only']:.4f} + {FLAIR_MARGIN}",
         "ships": bool(chosen["val_dice_mean"] >= need),
