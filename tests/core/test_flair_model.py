@@ -10,28 +10,10 @@ import pytest
 
 from napari_lgg_seg import InputError, ModelError
 
+from .test_engine_int8 import _random_unet
+
 COMPANION = {"threshold": 0.3, "postprocessing": {"mode": "min_size", "min_size": 7, "min_probability": 0.0},
              "val_patient_dice": 0.75, "best_epoch": 9, "recipe": "test"}
-
-
-def _net(seed: int, filters: int = 2):
-    """build_unet with random weights and BatchNorm statistics (two seeds: two different nets)."""
-    from napari_lgg_seg.core.model import build_unet
-
-    model = build_unet(filters)
-    rng = np.random.default_rng(seed)
-    weights = []
-    for w in model.weights:
-        a = w.numpy()
-        if "moving_variance" in w.path:
-            a = rng.uniform(0.5, 2.0, a.shape)
-        elif "gamma" in w.path:
-            a = rng.uniform(0.5, 1.5, a.shape)
-        elif any(k in w.path for k in ("moving_mean", "beta", "bias")):
-            a = rng.normal(0.0, 0.2, a.shape)
-        weights.append(a.astype(np.float32))
-    model.set_weights(weights)
-    return model
 
 
 @pytest.fixture
@@ -41,7 +23,7 @@ def bundle(tmp_path, monkeypatch):
     from napari_lgg_seg.core import model as model_mod
 
     folder = tmp_path / "bundled"
-    model_mod.save_bundled(_net(0), folder, {"name": "tiny", "version": "1", "base_filters": 2,
+    model_mod.save_bundled(_random_unet(seed=0), folder, {"name": "tiny", "version": "1", "base_filters": 2,
                                              "input_shape": [256, 256, 3], "threshold": 0.5,
                                              "split": {"train": ["a"], "val": ["b"]}})
     monkeypatch.setattr(engine_int8, "BUNDLED_DIR", folder)
@@ -54,7 +36,7 @@ def bundle(tmp_path, monkeypatch):
 def with_companion(bundle):
     from napari_lgg_seg.core.model import save_bundled_flair
 
-    save_bundled_flair(_net(1), bundle, dict(COMPANION))
+    save_bundled_flair(_random_unet(seed=1), bundle, dict(COMPANION))
     return bundle
 
 
@@ -90,7 +72,7 @@ def test_save_bundled_flair_keeps_other_keys_and_drops_a_stale_int8_record(bundl
 
     before = json.loads((bundle / "model.json").read_text())
     assert not has_flair_model()
-    save_bundled_flair(_net(1), bundle, dict(COMPANION, int8={"file": "old.onnx", "sha256": "x"}))
+    save_bundled_flair(_random_unet(seed=1), bundle, dict(COMPANION, int8={"file": "old.onnx", "sha256": "x"}))
     after = json.loads((bundle / "model.json").read_text())
     assert {k: v for k, v in after.items() if k != "flair_model"} == before
     assert after["flair_model"] == dict(COMPANION, weights="unet_lgg_flair.npz")  # no "int8"
@@ -99,9 +81,9 @@ def test_save_bundled_flair_keeps_other_keys_and_drops_a_stale_int8_record(bundl
     with np.load(bundle / "unet_lgg_flair.npz") as data:
         assert {data[k].dtype for k in data.files} == {np.dtype(np.float16)}
     with pytest.raises(ModelError, match="no model.json"):
-        save_bundled_flair(_net(1), bundle / "elsewhere", dict(COMPANION))
+        save_bundled_flair(_random_unet(seed=1), bundle / "elsewhere", dict(COMPANION))
     with pytest.raises(ModelError, match="cannot replace the main weights"):
-        save_bundled_flair(_net(1), bundle, dict(COMPANION, weights="unet_lgg.npz"))
+        save_bundled_flair(_random_unet(seed=1), bundle, dict(COMPANION, weights="unet_lgg.npz"))
 
 
 def test_save_bundled_flair_is_atomic(bundle, monkeypatch):
@@ -114,7 +96,7 @@ def test_save_bundled_flair_is_atomic(bundle, monkeypatch):
 
     monkeypatch.setattr(np, "savez_compressed", fail)
     with pytest.raises(InputError):  # atomic_write names the file
-        model_mod.save_bundled_flair(_net(1), bundle, dict(COMPANION))
+        model_mod.save_bundled_flair(_random_unet(seed=1), bundle, dict(COMPANION))
     assert (bundle / "model.json").read_bytes() == before
     assert sorted(p.name for p in bundle.iterdir()) == ["model.json", "unet_lgg.npz"]
 
@@ -139,7 +121,7 @@ def test_load_flair_model_info_cache_and_errors(with_companion):
     assert not {"split", "int8", "flair_model"} & set(main.lgg_info)
     assert main.lgg_info["threshold"] == 0.5 and "postprocessing" not in main.lgg_info
 
-    save_bundled_flair(_net(1, filters=4), with_companion, dict(COMPANION))
+    save_bundled_flair(_random_unet(4, seed=1), with_companion, dict(COMPANION))
     with pytest.raises(ModelError, match="do not fit the bundled architecture"):
         load_flair_model()
     (with_companion / "unet_lgg_flair.npz").unlink()
@@ -262,7 +244,7 @@ def test_int8_companion_is_used_by_auto_and_refused_when_stale(with_companion):
     # new companion weights with the old int8 record (save_bundled_flair would drop it)
     info = json.loads((with_companion / "model.json").read_text())
     record = info["flair_model"]["int8"]
-    save_bundled_flair(_net(2), with_companion, dict(COMPANION))
+    save_bundled_flair(_random_unet(seed=2), with_companion, dict(COMPANION))
     info = json.loads((with_companion / "model.json").read_text())
     info["flair_model"]["int8"] = record
     (with_companion / "model.json").write_text(json.dumps(info))
@@ -329,7 +311,7 @@ def test_export_script_flair_variant_writes_only_the_companion_record(bundle, tm
     data = tmp_path / "kaggle_3m"
     for pid in ("a", "b"):
         write_kaggle_patient(data, pid, n_slices=4, size=64, seed=len(pid))
-    save_bundled_flair(_net(1), bundle, dict(COMPANION))
+    save_bundled_flair(_random_unet(seed=1), bundle, dict(COMPANION))
     spec = importlib.util.spec_from_file_location("export_int8", REPO / "scripts" / "export_int8.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
