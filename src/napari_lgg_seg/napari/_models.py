@@ -122,12 +122,17 @@ def _bundled_config() -> Path:
     return Path(__file__).resolve().parent.parent / "bundled" / "model.json"
 
 
+def _bundled_metadata() -> dict:
+    """The bundled ``model.json`` (OSError, ValueError when unreadable), without TensorFlow."""
+    import json
+
+    return json.loads(_bundled_config().read_text())
+
+
 def own_settings(source: ModelSource):
     """(threshold, PostProcessing) that a source's model was chosen with, without loading
     it (no TensorFlow): a loaded model's ``lgg_info``, the bundled ``model.json``, and
     for a ``.keras`` file (no such metadata) 0.5 and none. None when unreadable."""
-    import json
-
     from ..core.errors import InputError
     from ..core.postprocess import info_defaults, model_defaults
 
@@ -138,25 +143,22 @@ def own_settings(source: ModelSource):
             return model_defaults(cached[-1])
         if not source.is_bundled:
             return info_defaults(None)
-        return info_defaults(json.loads(_bundled_config().read_text()))
+        return info_defaults(_bundled_metadata())
     except (OSError, ValueError, InputError):
         return None
-
 
 
 def flair_settings(source: ModelSource):
     """(threshold, PostProcessing) of the bundled model's FLAIR-only companion, from
     ``model.json`` (no TensorFlow); None for other sources, without a companion or when
     unreadable."""
-    import json
-
     from ..core.errors import InputError
     from ..core.postprocess import info_defaults
 
     if not source.is_bundled:
         return None
     try:
-        companion = json.loads(_bundled_config().read_text()).get("flair_model")
+        companion = _bundled_metadata().get("flair_model")
         return info_defaults(companion) if companion else None
     except (OSError, ValueError, InputError):
         return None
