@@ -142,8 +142,10 @@ def main(argv=None) -> int:
         train = [train[i] for i in np.linspace(0, len(train) - 1, args.calib_patients).round().astype(int)]
     print(f"calibration: {len(train)} training patients x {args.per_patient} slices"
           + (" (FLAIR only)" if flair else ""), flush=True)
+    from napari_lgg_seg.core.context import model_context
+
     calib = calibration_slices((read_patient(args.data / pid) for pid in train), args.per_patient,
-                               flair_only=flair)
+                               flair_only=flair, context=model_context(keras_model))
 
     float_model = unet_onnx(keras_model.get_weights(), info["base_filters"], info.get("depth", 4),
                             tuple(info["input_shape"][:2]))

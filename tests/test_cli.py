@@ -490,11 +490,12 @@ def test_train_passes_augmentation_options_to_the_core(tmp_path, capsys, data_ro
     monkeypatch.setattr(training, "train", fake_train)
     code, _, err = run(capsys, "train", data_root, "--out", tmp_path / "m.keras",
                        "--missing-sequence", "0.25", "--positive-fraction", "0.4", "--flair-only",
-                       "--small-lesion-power", "0.5",
+                       "--small-lesion-power", "0.5", "--context-slices", "1",
                        "--val-patients", "TCGA_X0_0000_20000101", "--test-patients", "TCGA_X1_0001_20000101")
     assert code == 1 and "stopped by the test" in err
     assert (seen["cfg"].missing_sequence, seen["cfg"].positive_fraction, seen["cfg"].augment) == (0.25, 0.4, True)
     assert seen["cfg"].flair_only is True and seen["cfg"].small_lesion_power == 0.5
+    assert seen["cfg"].context_slices == 1
     assert seen["cfg"].val_patients == ["TCGA_X0_0000_20000101"]
     assert seen["cfg"].test_patients == ["TCGA_X1_0001_20000101"]
 

@@ -141,12 +141,17 @@ def test_schedule_ema_crops_and_resume(qtbot, make_napari_viewer, patient_folder
     widget.missing_sequence.value = 0.5
     widget.flair_only.value = True
     widget.small_lesion_power.value = 0.5
+    widget.context_slices.value = 1
     config = widget.config()
+    assert config["context_slices"] == 1
     assert (config["lr_schedule"], config["ema_momentum"], config["crop_size"], config["samples_per_epoch"],
             config["positive_fraction"], config["missing_sequence"], config["resume"], config["flair_only"],
             config["small_lesion_power"]) == ("cosine", 0.9, 32, 4, 1.0, 0.5, False, True, 0.5)
     assert train(widget) == "done", widget.status.text()
     assert widget.result.epochs_run == 1 and widget.result.history["learning_rate"] == [pytest.approx(1e-3)]
+    from napari_lgg_seg.core.model import load_model
+
+    assert load_model(out).input_shape[-1] == 9  # the context setting reached training
 
     asked = []
     widget.confirm = lambda title, text: asked.append(text) or True

@@ -73,6 +73,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--small-lesion-power", type=float, default=0.0, metavar="P",
                    help="draw slices with abnormality with weight (abnormal pixels)^-P, so that small "
                    "abnormalities are seen more often (0: uniformly; 0.5 is a moderate boost)")
+    p.add_argument("--context-slices", type=int, default=0, metavar="K",
+                   help="2.5D input: give the network each slice with its K neighbours on either side "
+                   "(0: single slices). A model without context (e.g. the bundled one) is widened "
+                   "so that it starts out as it was")
     p.add_argument("--flair-only", action="store_true",
                    help="train and validate on FLAIR alone (all three channels FLAIR): a model for "
                    "stacks without pre- and post-contrast")
@@ -123,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
         missing_sequence=args.missing_sequence,
         flair_only=args.flair_only,
         small_lesion_power=args.small_lesion_power,
+        context_slices=args.context_slices,
         patience=args.patience,
         time_budget_min=args.time_budget,
         precision=args.precision,

@@ -85,10 +85,12 @@ def grey_values(rng: np.random.Generator, image: np.ndarray, cfg: AugmentConfig)
 
 def substitute_flair(rng: np.random.Generator, image: np.ndarray, cfg: AugmentConfig) -> np.ndarray:
     """With probability ``cfg.missing_sequence``, replace the pre-contrast, the
-    post-contrast or both channels (equally likely) of a ``(Y, X, 3)`` image by FLAIR."""
-    if image.shape[-1] != 3 or rng.random() >= cfg.missing_sequence:
+    post-contrast or both channels (equally likely) of a ``(Y, X, 3)`` image by FLAIR.
+    An image with context (``(Y, X, 3 * n)``: n slices of 3 sequences) loses the same
+    sequences in every slice, as a stack without them would."""
+    if image.shape[-1] % 3 or rng.random() >= cfg.missing_sequence:
         return image
     out = image.copy()
     for ch in ((0,), (2,), (0, 2))[rng.integers(3)]:
-        out[..., ch] = image[..., 1]
+        out[..., ch::3] = image[..., 1::3]
     return out

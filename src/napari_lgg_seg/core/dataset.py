@@ -14,6 +14,7 @@ import keras
 import numpy as np
 
 from .augment import AugmentConfig, grey_values, sample_coordinates, substitute_flair, warp
+from .context import channels_for, patient_neighbours, stack_context
 from .errors import InputError
 from .io import PatientStack
 from .preprocess import MODEL_SIZE, as_channels_last, intensity_range, resize_slices, to_model_input
@@ -73,14 +74,18 @@ def slices_from_stacks(stacks: Sequence[PatientStack], size: tuple[int, int] = M
 
 
 class SliceDataset(keras.utils.PyDataset):
-    """Batches of (images float32 (B, S, S, 3) in [0, 1], masks float32 (B, S, S, 1)).
+    """Batches of (images float32 (B, S, S, C) in [0, 1], masks float32 (B, S, S, 1));
+    C is 3, or more with ``context``.
 
     ``augment`` turns on random geometric + elastic + grey-value changes and simulated
     missing sequences (training only; see ``AugmentConfig``).
     ``crop_size`` cuts random crops; ``positive_fraction`` is the share of samples drawn
     from slices with abnormality (and then centred near it). ``small_lesion_power`` p > 0
     draws those slices with weights proportional to (abnormal pixels)^-p, so that slices
-    with small abnormalities come up more often (0: uniformly). Order is reshuffled each epoch.
+    with small abnormalities come up more often (0: uniformly). ``context`` k > 0 gives
+    each slice with its k neighbours of the same patient on either side (2.5D input of
+    ``3 * (2k + 1)`` channels, see ``core.context``), all warped alike. Order is reshuffled
+    each epoch.
     """
 
     def __init__(
@@ -96,6 +101,7 @@ class SliceDataset(keras.utils.PyDataset):
         samples_per_epoch: int | None = None,
         augment_config: AugmentConfig | None = None,
         small_lesion_power: float = 0.0,
+        context: int = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -111,6 +117,8 @@ class SliceDataset(keras.utils.PyDataset):
         self.shuffle = shuffle
         self.samples_per_epoch = samples_per_epoch or len(data)
         self.rng = np.random.default_rng(seed)
+        self.channels = channels_for(context)
+        self._neighbours = patient_neighbours(data.patient, context) if context else None
         self._positive = np.flatnonzero(data.masks.reshape(len(data), -1).any(axis=1))
         self._negative = np.setdiff1d(np.arange(len(data)), self._positive)
         if small_lesion_power < 0:
@@ -162,10 +170,13 @@ class SliceDataset(keras.utils.PyDataset):
         size = self.data.images.shape[1:3]
         out = (self.crop_size, self.crop_size) if self.crop_size else size
         rng = np.random.default_rng((self._epoch_seed, index))
-        xs = np.empty((len(ids), *out, 3), np.float32)
+        xs = np.empty((len(ids), *out, self.channels), np.float32)
         ys = np.empty((len(ids), *out, 1), np.float32)
         for j, idx in enumerate(ids):
-            image = self.data.images[idx].astype(np.float32) / 255.0
+            if self._neighbours is None:
+                image = self.data.images[idx].astype(np.float32) / 255.0
+            else:
+                image = stack_context(self.data.images, self._neighbours[idx : idx + 1])[0].astype(np.float32) / 255.0
             mask = self.data.masks[idx]
             if self.augment_config is None and self.crop_size is None:
                 xs[j], ys[j, ..., 0] = image, mask

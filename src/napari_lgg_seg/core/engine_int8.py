@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .context import context_of_channels
 from .errors import ModelError
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "bundled"
@@ -51,12 +52,18 @@ def sha256_of(path: str | os.PathLike) -> str:
 def unet_onnx(weights: Sequence[np.ndarray], base_filters: int, depth: int = 4,
               input_hw: tuple[int, int] = (256, 256)):
     """ONNX float32 graph of ``build_unet(base_filters, depth=depth)`` from its weights
-    (in ``model.get_weights()`` order). Input ``mri`` (N, Y, X, 3), output ``abnormality``
+    (in ``model.get_weights()`` order). Input ``mri`` (N, Y, X, C), C = 3 or more for a
+    model with context (the first kernel's input channels), output ``abnormality``
     (N, Y, X, 1), like the Keras model. Needs the package ``onnx``."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    it = iter([np.asarray(w, np.float32) for w in weights])
+    arrays = [np.asarray(w, np.float32) for w in weights]
+    if not arrays or arrays[0].ndim != 4:
+        raise ModelError("the weights do not start with a convolution kernel")
+    channels = int(arrays[0].shape[2])
+    context_of_channels(channels, "weights")
+    it = iter(arrays)
     inits, nodes = [], []
 
     def take(shape_hint: str) -> np.ndarray:
@@ -117,7 +124,7 @@ def unet_onnx(weights: Sequence[np.ndarray], base_filters: int, depth: int = 4,
     h, w_ = input_hw
     graph = helper.make_graph(
         nodes, f"unet{base_filters}",
-        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["N", h, w_, 3])],
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["N", h, w_, channels])],
         [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["N", h, w_, 1])],
         initializer=inits,
     )
@@ -159,7 +166,7 @@ def quantize_int8(float_model, out_path: str | os.PathLike, calibration: np.ndar
         quantize_static,
     )
 
-    if calibration.ndim != 4 or calibration.shape[-1] != 3 or len(calibration) == 0:
+    if calibration.ndim != 4 or calibration.shape[-1] % 3 or len(calibration) == 0:
         raise ModelError(f"calibration slices of shape {calibration.shape} are not (N, Y, X, 3)")
     out = Path(out_path)
     src = out.with_name(out.name + ".float.onnx")
@@ -249,8 +256,9 @@ class Int8Engine:
             raise ModelError(f"{where}: not a usable ONNX model ({type(exc).__name__}: {str(exc)[:200]})") from None
         inp = self.session.get_inputs()[0]
         dims = [d if isinstance(d, int) else None for d in inp.shape]
-        if len(dims) != 4 or dims[-1] != 3:
+        if len(dims) != 4 or dims[-1] is None:
             raise ModelError(f"ONNX model input shape {inp.shape} is not (N, Y, X, 3)")
+        context_of_channels(dims[-1], "ONNX model")
         self._input = inp.name
         self.input_shape = (None, *dims[1:])
         self.output_shape = (None, *dims[1:3], 1)
@@ -260,7 +268,7 @@ class Int8Engine:
         self.name = self.lgg_info.get("name", "onnx-unet")
 
     def predict_on_batch(self, x: np.ndarray) -> np.ndarray:
-        """Probabilities float32 (N, Y, X, 1) of float32 (N, Y, X, 3) slices in [0, 1]."""
+        """Probabilities float32 (N, Y, X, 1) of float32 (N, Y, X, C) slices in [0, 1]."""
         x = np.ascontiguousarray(x, np.float32)
         if self._ov is not None:
             return self._ov.run(x)
@@ -357,11 +365,14 @@ def load_bundled_int8(folder: str | os.PathLike | None = None, runtime: str = "a
         return engine
 
 
-def calibration_slices(stacks: Iterable, per_patient: int = 6, flair_only: bool = False) -> np.ndarray:
+def calibration_slices(stacks: Iterable, per_patient: int = 6, flair_only: bool = False,
+                       context: int = 0) -> np.ndarray:
     """Model inputs (N, 256, 256, 3) float32 from patient stacks, preprocessed exactly as
     ``predict_probabilities`` does (whole-volume intensity range), ``per_patient`` evenly
     spaced slices each, the slices with a mask first when the stack has masks.
-    ``flair_only`` takes the FLAIR channel alone (grey, replicated to the 3 inputs)."""
+    ``flair_only`` takes the FLAIR channel alone (grey, replicated to the 3 inputs);
+    ``context`` adds the neighbouring slices (``3 * (2k + 1)`` channels)."""
+    from .context import neighbour_index, stack_context
     from .preprocess import (
         as_channels_last,
         flair_channel,
@@ -381,7 +392,13 @@ def calibration_slices(stacks: Iterable, per_patient: int = 6, flair_only: bool 
                 half = positive[np.linspace(0, positive.size - 1, max(1, len(picks) // 2)).round().astype(int)]
                 rest = picks[:: 2][: len(picks) - len(half)]
                 picks = np.unique(np.concatenate([half, rest]))
-        out.append(to_model_input(vol[picks], intensity_range(vol)))
+        if context:
+            idx = neighbour_index(0, z, z, context)[picks]
+            needed = np.unique(idx)
+            x = to_model_input(vol[needed], intensity_range(vol))
+            out.append(stack_context(x, np.searchsorted(needed, idx)))
+        else:
+            out.append(to_model_input(vol[picks], intensity_range(vol)))
     if not out:
         raise ModelError("no calibration patients")
     return np.concatenate(out)

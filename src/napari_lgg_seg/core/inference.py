@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from .context import model_context, neighbour_index, stack_context
 from .errors import Cancelled, InputError, ModelError
 from .components import remove_small_components  # noqa: F401 - public here since 1.0
 from .postprocess import NONE, PostProcessing, keep_components, model_defaults
@@ -159,11 +160,18 @@ def predict_probabilities(
         raise InputError(f"batch size must be at least 1, not {batch_size}")
     model = resolve_model(vol, model, engine, flair_model)
     size = model_input_size(model)
+    context = model_context(model)
     value_range = intensity_range(vol)
     z, y, x = vol.shape[:3]
     probs = np.empty((z, y, x), np.float32)
     for start in range(0, z, batch_size):
-        batch = to_model_input(vol[start : start + batch_size], value_range, size)
+        stop = min(start + batch_size, z)
+        if context:  # the batch's slices and their neighbours, preprocessed once each
+            lo, hi = max(0, start - context), min(z, stop + context)
+            batch = stack_context(to_model_input(vol[lo:hi], value_range, size),
+                                  neighbour_index(start, stop, z, context) - lo)
+        else:
+            batch = to_model_input(vol[start:stop], value_range, size)
         p = np.asarray(model.predict_on_batch(batch), dtype=np.float32)[..., 0]
         if flip_tta:
             mirrored = np.asarray(model.predict_on_batch(batch[:, :, ::-1]), dtype=np.float32)

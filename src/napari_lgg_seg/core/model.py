@@ -216,14 +216,19 @@ def save_bundled_flair(model: keras.Model, folder: Path, record: dict) -> None:
 
 
 def check_model(model: keras.Model, source: str = "model") -> keras.Model:
-    """Raise ModelError unless the model maps (N, Y, X, 3) images to (N, Y, X, 1) maps."""
+    """Raise ModelError unless the model maps (N, Y, X, 3) images (or 3 x (2k + 1)
+    channels: the slice with ``k`` neighbours each side, see ``core.context``) to
+    (N, Y, X, 1) maps."""
     try:
         in_shape = tuple(model.input_shape)
         out_shape = tuple(model.output_shape)
     except (AttributeError, ValueError) as exc:
         raise ModelError(f"{source}: model has no single input/output ({exc})") from None
-    if len(in_shape) != 4 or in_shape[-1] != 3:
+    if len(in_shape) != 4 or in_shape[-1] is None:
         raise ModelError(f"{source}: model input shape {in_shape} is not (None, Y, X, 3)")
+    from .context import context_of_channels
+
+    context_of_channels(in_shape[-1], source)
     if len(out_shape) != 4 or out_shape[-1] != 1:
         raise ModelError(f"{source}: model output shape {out_shape} is not (None, Y, X, 1)")
     return model

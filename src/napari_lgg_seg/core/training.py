@@ -21,6 +21,7 @@ import keras
 import numpy as np
 
 from .augment import AugmentConfig
+from .context import channels_for, expand_first_kernel, model_context, patient_neighbours, stack_context
 from .dataset import SliceDataset, SliceSet, slices_from_stacks
 from .errors import InputError, ModelError
 from .io import atomic_write, find_patient_folders, kaggle_slices, read_patient, remove_stale_temp_files
@@ -114,13 +115,19 @@ def check_resume(cfg: TrainConfig) -> dict | None:
 
 
 def per_patient_dice(model, data: SliceSet, batch_size: int = 16, threshold: float = 0.5) -> dict[str, float]:
-    """Dice of each patient's whole volume in a preprocessed SliceSet."""
+    """Dice of each patient's whole volume in a preprocessed SliceSet (with the
+    neighbouring slices as input for a model with context)."""
+    context = model_context(model)
     scores = {}
     for pid in data.patient_ids():
         sub = data.subset([pid])
+        neighbours = patient_neighbours(sub.patient, context) if context else None
         preds = []
         for s in range(0, len(sub), batch_size):
-            x = sub.images[s : s + batch_size].astype(np.float32) / 255.0
+            if neighbours is None:
+                x = sub.images[s : s + batch_size].astype(np.float32) / 255.0
+            else:
+                x = stack_context(sub.images, neighbours[s : s + batch_size]).astype(np.float32) / 255.0
             preds.append(np.asarray(model.predict_on_batch(x), dtype=np.float32)[..., 0] >= threshold)
         scores[pid] = dice(np.concatenate(preds), sub.masks)
     return scores
@@ -223,12 +230,21 @@ def _multiworker_strategy():
 
 
 def _initial_model(cfg: TrainConfig) -> keras.Model:
-    model = build_unet(cfg.base_filters, input_shape=(None, None, 3))  # crops or whole slices
+    channels = channels_for(cfg.context_slices)
+    model = build_unet(cfg.base_filters, input_shape=(None, None, channels))  # crops or whole slices
     if cfg.init_from == "scratch":
         return model
     source = load_model(None if cfg.init_from == "bundled" else cfg.init_from)
+    weights = source.get_weights()
+    have = model_context(source)
+    if have != cfg.context_slices:
+        if have != 0:
+            where = "the bundled model" if cfg.init_from == "bundled" else cfg.init_from
+            raise ModelError(f"{where}: takes {have} context slice(s) each side, not {cfg.context_slices}; "
+                             "only a model without context can be widened")
+        weights = expand_first_kernel(weights, cfg.context_slices)  # starts as the 2D model
     try:
-        model.set_weights(source.get_weights())
+        model.set_weights(weights)
     except ValueError:
         where = "the bundled model" if cfg.init_from == "bundled" else cfg.init_from
         raise ModelError(
@@ -238,7 +254,7 @@ def _initial_model(cfg: TrainConfig) -> keras.Model:
     return model
 
 
-def _float32_twin(base_filters: int) -> Callable[[keras.Model], keras.Model]:
+def _float32_twin(base_filters: int, context: int = 0) -> Callable[[keras.Model], keras.Model]:
     """Exported models take whole 256x256 slices and compute in float32, whatever
     crops and precision trained them."""
 
@@ -247,7 +263,7 @@ def _float32_twin(base_filters: int) -> Callable[[keras.Model], keras.Model]:
     def export(model: keras.Model) -> keras.Model:
         if not twins:
             with _policy("float32"):
-                twins.append(build_unet(base_filters))
+                twins.append(build_unet(base_filters, (*MODEL_SIZE, channels_for(context))))
         twins[0].set_weights(model.get_weights())
         return twins[0]
 
@@ -342,6 +358,9 @@ def train(
                     f"{_last_path(out)}: cannot be loaded to resume ({type(exc).__name__}); "
                     "start again without --resume"
                 ) from None
+            if model_context(model) != cfg.context_slices:
+                raise ModelError(f"{_last_path(out)}: was trained with {model_context(model)} context slice(s), "
+                                 f"not {cfg.context_slices}; resume with the same --context-slices")
         else:
             model = compile_unet(_initial_model(cfg), cfg.learning_rate, cfg.ema_momentum)
 
@@ -349,15 +368,15 @@ def train(
         train_set, cfg.batch_size, augment=cfg.augment, crop_size=cfg.crop_size,
         augment_config=AugmentConfig(missing_sequence=cfg.missing_sequence),
         positive_fraction=cfg.positive_fraction, small_lesion_power=cfg.small_lesion_power,
-        shuffle=True, seed=cfg.seed,
+        shuffle=True, seed=cfg.seed, context=cfg.context_slices,
         samples_per_epoch=cfg.samples_per_epoch, workers=cfg.workers,
         use_multiprocessing=False,
     )
-    val_ds = SliceDataset(val_set, cfg.batch_size) if len(val_set) else None
+    val_ds = SliceDataset(val_set, cfg.batch_size, context=cfg.context_slices) if len(val_set) else None
     monitor, mode = ("val_patient_dice", "max") if val_ds else ("loss", "min")
     stopper = StopCallback(stop_event, cfg.time_budget_min * 60 if cfg.time_budget_min else None)
     checkpoint = CheckpointCallback(
-        out, monitor, mode, _float32_twin(cfg.base_filters), best=state["best"] if state else None
+        out, monitor, mode, _float32_twin(cfg.base_filters, cfg.context_slices), best=state["best"] if state else None
     )
     cbs: list[keras.callbacks.Callback] = []
     if cfg.ema_momentum:

@@ -50,7 +50,8 @@ NO_VALIDATION_NOTE = ("No validation set (fewer than 3 patients, or validation s
 # How TrainConfig fields are shown; the form holds these fields, in this order.
 BASIC_FIELDS = ("out", "epochs", "batch_size", "learning_rate", "val_fraction", "augment", "resume")
 ADVANCED_FIELDS = ("base_filters", "lr_schedule", "ema_momentum", "crop_size", "samples_per_epoch",
-                   "positive_fraction", "small_lesion_power", "missing_sequence", "flair_only")
+                   "positive_fraction", "small_lesion_power", "missing_sequence", "flair_only",
+                   "context_slices")
 FIELD_SPECS: dict[str, dict] = {
     "out": dict(label="save to", widget_type="FileEdit", mode="w", filter="*.keras",
                 default=str(Path.home() / "lgg_finetuned.keras"), annotation=Path,
@@ -80,6 +81,10 @@ FIELD_SPECS: dict[str, dict] = {
     "missing_sequence": dict(label="missing sequences", min=0.0, max=1.0, step=0.05,
                              tooltip="Share of training slices whose pre- and/or post-contrast channel is "
                              "replaced by FLAIR, so that the model also works when those sequences are missing"),
+    "context_slices": dict(label="context slices", min=0, max=3,
+                           tooltip="2.5D input: each slice goes in with this many neighbours on either "
+                           "side (0 = single slices). A model without context is widened so that it "
+                           "starts out as it was"),
     "flair_only": dict(label="FLAIR only", tooltip="Train and validate on FLAIR alone (all three channels "
                        "FLAIR): a model for stacks without pre- and post-contrast"),
 }

@@ -1,0 +1,11 @@
+cd "$(dirname "$0")/../../.."  # the project root; ../shared beside it
+# Phase 9: phase 8 widened to 2.5D input (each slice with 1 neighbour either side, 9 channels);
+# the neighbour weights start at zero, so epoch 0 is exactly phase 8.
+V=$(python3 -c "import json;s=json.load(open('docs/training/split-2.0.json'));print(' '.join(s['val']))")
+T=$(python3 -c "import json;s=json.load(open('docs/training/split-2.0.json'));print(' '.join(s['test']))")
+exec .venv/bin/napari-lgg-seg train ../shared/data/lgg/kaggle_3m --out runs/bundled2/phase9.keras \
+  --init-from runs/bundled2/phase8.keras --context-slices 1 --val-patients $V --test-patients $T \
+  --small-lesion-power 0.5 \
+  --epochs 24 --batch-size 8 --learning-rate 1e-4 --lr-schedule cosine --min-lr 1e-5 --ema 0.995 \
+  --positive-fraction 0.6 --missing-sequence 0.4 --samples-per-epoch 640 --precision mixed_bfloat16 \
+  --time-budget 38 --patience 24 --log-csv runs/bundled2/phase9.csv
