@@ -40,6 +40,7 @@ import sys
 import time
 from pathlib import Path
 
+from napari_lgg_seg.core.context import model_context
 from napari_lgg_seg.core.model import bundled_info, load_model, save_bundled, save_model
 from napari_lgg_seg.core.splits import extend_split
 from napari_lgg_seg.core.training import TrainConfig, load_training_data, train
@@ -193,17 +194,22 @@ def export(best: Path, args: argparse.Namespace) -> None:
     package in the bundled format, with the settings their selections chose."""
     state, split = _trained(best)
     selection = _selection(Path(args.selection or Path(args.work) / "eval" / "selection.json"))
+    model = load_model(best)
+    context = model_context(model)
     info = {
         "name": "lgg-unet16",
         "version": time.strftime(VERSION),
         "base_filters": args.base_filters,
         "depth": 4,
-        "input_shape": [256, 256, 3],
+        "input_shape": [256, 256, int(model.input_shape[-1])],
+        "context_slices": context,
         "threshold": selection["chosen"]["threshold"] if selection else 0.5,
         "postprocessing": selection["chosen"]["postprocessing"] if selection else {"mode": "none"},
         "preprocessing": "channels (pre-contrast, FLAIR, post-contrast); each channel divided by "
         "the 99.5th percentile of its non-zero voxels over the volume and clipped to [0, 1]; grey "
-        "replicated to 3 channels; bilinear resize to 256x256",
+        "replicated to 3 channels; bilinear resize to 256x256"
+        + (f"; each slice with its {context} neighbour(s) on either side (first/last slice repeated at "
+           "the ends), 3 channels per slice in slice order" if context else ""),
         "split": split,
         "val_patient_dice": state["best"],
         "best_epoch": state["best_epoch"],
@@ -212,7 +218,7 @@ def export(best: Path, args: argparse.Namespace) -> None:
         "recipe": RECIPE,
     }
     folder = Path(args.export)
-    save_bundled(load_model(best), folder, info)
+    save_bundled(model, folder, info)
     print(json.dumps(info, indent=1))
     companion = Path(args.flair_from or Path(args.work) / "phase7.keras")
     if args.flair_from == "none" or not companion.exists():
