@@ -275,18 +275,27 @@ class Int8Engine:
         return self.session.run(None, {self._input: x})[0]
 
 
+def _variant_record(info: dict, variant: str) -> dict:
+    """``model.json`` itself for the main model, its ``"flair_model"`` record for the
+    FLAIR-only companion; ModelError for an unknown variant or a missing companion."""
+    if variant not in VARIANTS:
+        raise ModelError(f"variant must be one of {', '.join(VARIANTS)}, not {variant!r}")
+    if variant == "main":
+        return info
+    companion = info.get("flair_model")
+    if not companion:
+        raise ModelError("the bundled model has no FLAIR-only companion (no \"flair_model\" in model.json)")
+    return companion
+
+
 def variant_info(info: dict, variant: str = "main") -> dict:
     """What a loaded bundled model carries as ``lgg_info`` (before ``bundled`` and
     ``weights_sha256``): ``model.json`` without its split and export records, and for
     ``"flair"`` updated with the companion's own threshold, post-processing, weights and
     validation figures. The main model notes whether a companion exists."""
-    if variant not in VARIANTS:
-        raise ModelError(f"variant must be one of {', '.join(VARIANTS)}, not {variant!r}")
+    companion = _variant_record(info, variant)
     meta = {k: v for k, v in info.items() if k not in ("split", "int8", "flair_model")}
     if variant == "flair":
-        companion = info.get("flair_model")
-        if not companion:
-            raise ModelError("the bundled model has no FLAIR-only companion (no \"flair_model\" in model.json)")
         meta.update({k: v for k, v in companion.items() if k != "int8"})
         meta.setdefault("weights", FLAIR_WEIGHTS)
     else:
@@ -313,9 +322,7 @@ def _bundled_state(folder: Path, variant: str = "main") -> tuple[dict, dict, Pat
     if info is None:
         raise ModelError(f"no bundled model in {folder}")
     if variant == "flair":
-        companion = info.get("flair_model")
-        if not companion:
-            raise ModelError("the bundled model has no FLAIR-only companion")
+        companion = _variant_record(info, variant)
         record = companion.get("int8")
         if not record:
             raise ModelError("the bundled FLAIR-only model has no int8 export "
