@@ -155,3 +155,17 @@ def test_write_masks_to_patient_folder_checks_the_slices(tmp_path):
     assert [w.name for w in written] == [f"P_1_{i}_mask.tif" for i in (1, 2, 3, 4)]
     with pytest.raises(InputError, match="refusing to overwrite 4"):
         write_masks_to_patient_folder(folder, labels, "P_1")
+
+
+@pytest.mark.parametrize("labels, message", [
+    (np.full((2, 4, 4), 300, np.int32), "outside 0..255; TIFF labels are stored as uint8"),
+    (np.full((2, 4, 4), -1, np.int16), "outside 0..255"),
+    (np.zeros((1, 2, 4, 4), np.uint8), r"labels of shape \(1, 2, 4, 4\) are not a \(Z, Y, X\) volume"),
+])
+def test_labels_tiff_refuses_what_uint8_would_wrap_and_writes_nothing(tmp_path, labels, message):
+    out = tmp_path / "seg.tif"
+    with pytest.raises(InputError, match=message):
+        write_labels_tiff(out, labels)
+    assert not out.exists()
+    write_labels_tiff(out, np.full((2, 4, 4), 255, np.int32))  # the largest value that fits
+    assert tifffile.imread(out).max() == 255

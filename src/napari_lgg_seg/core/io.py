@@ -370,6 +370,20 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
     return target
 
 
+def as_label_volume(labels: np.ndarray, where: str | os.PathLike, fmt: str) -> np.ndarray:
+    """``labels`` as a uint8 ``(Z, Y, X)`` volume (a 2D slice gets Z = 1), or InputError
+    naming ``where`` when it is not a volume or holds values that uint8 ``fmt`` files
+    cannot store (they would wrap around silently)."""
+    lab = np.asarray(labels)
+    if lab.ndim == 2:
+        lab = lab[None]
+    if lab.ndim != 3:
+        raise InputError(f"{where}: labels of shape {lab.shape} are not a (Z, Y, X) volume")
+    if lab.size and (lab.min() < 0 or lab.max() > 255):
+        raise InputError(f"{where}: labels hold values outside 0..255; {fmt} labels are stored as uint8")
+    return lab.astype(np.uint8)
+
+
 def write_labels_tiff(
     path: str | os.PathLike, labels: np.ndarray, voxel_size: tuple[float, float, float] | None = None
 ) -> Path:
@@ -383,9 +397,7 @@ def write_labels_tiff(
     from .tiff_geometry import imagej_kwargs
 
     check_not_patient_file(path)
-    data = np.ascontiguousarray(labels, dtype=np.uint8)
-    if data.ndim == 2:
-        data = data[None]
+    data = np.ascontiguousarray(as_label_volume(labels, path, "TIFF"))
     if voxel_size is not None:
         from .geometry import check_voxel_size
 

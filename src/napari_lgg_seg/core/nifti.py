@@ -78,19 +78,12 @@ def write_labels_nifti(
     """
     import nibabel as nib
 
-    from .io import atomic_write
+    from .io import as_label_volume, atomic_write
 
     p = Path(path)
     if not is_nifti_name(p):
         raise InputError(f"{p}: a NIfTI file name must end with .nii or .nii.gz")
-    lab = np.asarray(labels)
-    if lab.ndim == 2:
-        lab = lab[None]
-    if lab.ndim != 3:
-        raise InputError(f"{p}: labels of shape {lab.shape} are not a (Z, Y, X) volume")
-    if lab.size and (lab.min() < 0 or lab.max() > 255):
-        raise InputError(f"{p}: labels hold values outside 0..255; NIfTI labels are stored as uint8")
-    lab = lab.astype(np.uint8)
+    lab = as_label_volume(labels, p, "NIfTI")
     if geometry is not None:
         data, affine = geometry.to_source(lab), geometry.affine
     elif voxel_size is not None:

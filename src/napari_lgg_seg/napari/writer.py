@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,18 @@ from ..core.errors import InputError, LGGSegError
 class WriteRefused(LGGSegError):
     """A writer refused to write. Deliberately not a ValueError: napari's ``layers.save``
     reads a ValueError as "no writer found" and would hide this message."""
+
+
+def _refusals_as_write_refused(writer):
+    """Turn the InputError of a writer into WriteRefused, which napari shows as it is."""
+    @functools.wraps(writer)
+    def write(path: str, data, meta: dict) -> list[str]:
+        try:
+            return writer(path, data, meta)
+        except InputError as exc:
+            raise WriteRefused(str(exc)) from None
+
+    return write
 
 
 def _check_labels(data, name: str) -> np.ndarray:
@@ -49,18 +62,17 @@ def layer_voxel_size(meta: dict) -> tuple[float, float, float] | None:
     return None
 
 
+@_refusals_as_write_refused
 def write_labels_tiff(path: str, data, meta: dict) -> list[str]:
     p = Path(path)
-    try:
-        if p.is_dir():
-            raise InputError(f"{p}: is a folder; give a .tif file name")
-        arr = _check_labels(data, meta.get("name", "labels"))
-        voxel = layer_voxel_size(meta) if np.ndim(arr) == 3 else None
-        return [str(core_io.write_labels_tiff(p, arr, voxel_size=voxel))]
-    except InputError as exc:
-        raise WriteRefused(str(exc)) from None
+    if p.is_dir():
+        raise InputError(f"{p}: is a folder; give a .tif file name")
+    arr = _check_labels(data, meta.get("name", "labels"))
+    voxel = layer_voxel_size(meta) if np.ndim(arr) == 3 else None
+    return [str(core_io.write_labels_tiff(p, arr, voxel_size=voxel))]
 
 
+@_refusals_as_write_refused
 def write_labels_nifti(path: str, data, meta: dict) -> list[str]:
     import warnings
 
@@ -68,45 +80,40 @@ def write_labels_nifti(path: str, data, meta: dict) -> list[str]:
     from ..core.nifti import write_labels_nifti as _write
 
     p = Path(path)
-    try:
-        if p.is_dir():
-            raise InputError(f"{p}: is a folder; give a .nii.gz file name")
-        arr = _check_labels(data, meta.get("name", "labels"))
-        geo = (meta.get("metadata") or {}).get("geometry")
-        if geo is not None:
-            geometry = Geometry.from_metadata(geo)
-            if tuple(np.shape(arr)[-3:]) != geometry.kaggle_shape:
-                geometry = None
-        else:
+    if p.is_dir():
+        raise InputError(f"{p}: is a folder; give a .nii.gz file name")
+    arr = _check_labels(data, meta.get("name", "labels"))
+    geo = (meta.get("metadata") or {}).get("geometry")
+    if geo is not None:
+        geometry = Geometry.from_metadata(geo)
+        if tuple(np.shape(arr)[-3:]) != geometry.kaggle_shape:
             geometry = None
-        if geometry is not None:
-            return [str(_write(p, arr, geometry))]
-        voxel = layer_voxel_size(meta)
-        if voxel is None:
-            voxel = (1.0, 1.0, 1.0)
-            warnings.warn(f"{p.name}: labels '{meta.get('name', 'labels')}' have no source geometry or "
-                          "voxel size; the NIfTI gets 1 mm voxels (set the layer scale to fix)", stacklevel=2)
-        else:
-            warnings.warn(f"{p.name}: no source affine; the NIfTI uses the layer's voxel size {voxel} mm",
-                          stacklevel=2)
-        return [str(_write(p, arr, None, voxel_size=voxel))]
-    except InputError as exc:
-        raise WriteRefused(str(exc)) from None
+    else:
+        geometry = None
+    if geometry is not None:
+        return [str(_write(p, arr, geometry))]
+    voxel = layer_voxel_size(meta)
+    if voxel is None:
+        voxel = (1.0, 1.0, 1.0)
+        warnings.warn(f"{p.name}: labels '{meta.get('name', 'labels')}' have no source geometry or "
+                      "voxel size; the NIfTI gets 1 mm voxels (set the layer scale to fix)", stacklevel=2)
+    else:
+        warnings.warn(f"{p.name}: no source affine; the NIfTI uses the layer's voxel size {voxel} mm",
+                      stacklevel=2)
+    return [str(_write(p, arr, None, voxel_size=voxel))]
 
 
+@_refusals_as_write_refused
 def write_kaggle_masks(path: str, data, meta: dict) -> list[str]:
     p = Path(path)
-    try:
-        if p.exists() and not p.is_dir():
-            raise InputError(f"{p}: exists and is not a folder; kaggle_3m masks go into a folder")
-        arr = _check_labels(data, meta.get("name", "labels"))
-        md = meta.get("metadata") or {}
-        pid = str(md.get("patient_id") or p.name)
-        files = md.get("slice_files") or None  # masks are numbered like the slices they belong to
-        if files is not None and len(files) != (arr.shape[0] if arr.ndim == 3 else 1):
-            raise InputError(f"{meta.get('name', 'labels')}: {len(files)} slice files recorded but "
-                             f"{arr.shape[0]} slices of labels; cannot number the masks")
-        written = core_io.write_kaggle_masks(p, arr, pid, overwrite=False, slice_files=files)
-    except InputError as exc:
-        raise WriteRefused(str(exc)) from None
+    if p.exists() and not p.is_dir():
+        raise InputError(f"{p}: exists and is not a folder; kaggle_3m masks go into a folder")
+    arr = _check_labels(data, meta.get("name", "labels"))
+    md = meta.get("metadata") or {}
+    pid = str(md.get("patient_id") or p.name)
+    files = md.get("slice_files") or None  # masks are numbered like the slices they belong to
+    if files is not None and len(files) != (arr.shape[0] if arr.ndim == 3 else 1):
+        raise InputError(f"{meta.get('name', 'labels')}: {len(files)} slice files recorded but "
+                         f"{arr.shape[0]} slices of labels; cannot number the masks")
+    written = core_io.write_kaggle_masks(p, arr, pid, overwrite=False, slice_files=files)
     return [str(w) for w in written]
