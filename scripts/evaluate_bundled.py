@@ -123,11 +123,31 @@ def leave_one_out(grid: list[dict]) -> dict:
             "distinct_settings": sorted(set(picks.values()))}
 
 
+class MeanOf:
+    """Several models of one input format as one: the mean of their probabilities (an
+    ensemble candidate for ``select``)."""
+
+    def __init__(self, models: list):
+        if len({tuple(m.input_shape) for m in models}) != 1:
+            raise SystemExit("ensemble members must take the same input")
+        self.models, self.input_shape = models, models[0].input_shape
+        self.name = " + ".join(model_name(m) for m in models)
+        self.lgg_info = {"name": self.name, "version": "ensemble"}
+
+    def predict_on_batch(self, x):
+        return np.mean([np.asarray(m.predict_on_batch(x), np.float32) for m in self.models], axis=0)
+
+
+def load_candidate(paths: list[str]):
+    """The candidate of ``select``: one .keras model, or the mean of several."""
+    return load_model(paths[0]) if len(paths) == 1 else MeanOf([load_model(p) for p in paths])
+
+
 def cmd_select(args) -> int:
     split = json.loads(Path(args.split).read_text())
     data, out = Path(args.data), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    model = load_model(args.model)
+    model = load_candidate(args.model)
     val = split["val"]
     probs = probabilities(model, data, val, flair_only=args.flair_only, flip_tta=args.flip_tta)
     grid = []
@@ -227,7 +247,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("command", choices=["select", "test"])
     ap.add_argument("--data", default="../shared/data/lgg/kaggle_3m")
-    ap.add_argument("--model", default="runs/bundled2/phase5.keras", help="candidate (select)")
+    ap.add_argument("--model", nargs="+", default=["runs/bundled2/phase5.keras"],
+                    help="candidate (select); several: the mean of their probabilities")
     ap.add_argument("--baseline", default="runs/bundled2/phase4.keras", help="the previous release (1.1)")
     ap.add_argument("--split", default="runs/bundled2/split-2.0.json")
     ap.add_argument("--out", default="runs/bundled2/eval")
