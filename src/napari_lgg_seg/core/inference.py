@@ -164,12 +164,17 @@ def predict_probabilities(
     value_range = intensity_range(vol)
     z, y, x = vol.shape[:3]
     probs = np.empty((z, y, x), np.float32)
+    kept, kept_lo = None, 0  # preprocessed slices kept for the next batch's neighbours
     for start in range(0, z, batch_size):
         stop = min(start + batch_size, z)
-        if context:  # the batch's slices and their neighbours, preprocessed once each
+        if context:  # the batch's slices and their neighbours, each preprocessed once
             lo, hi = max(0, start - context), min(z, stop + context)
-            batch = stack_context(to_model_input(vol[lo:hi], value_range, size),
-                                  neighbour_index(start, stop, z, context) - lo)
+            have = kept[lo - kept_lo :] if kept is not None else None
+            first_new = lo + (0 if have is None else len(have))
+            fresh = to_model_input(vol[first_new:hi], value_range, size) if first_new < hi else None
+            window = fresh if have is None else have if fresh is None else np.concatenate([have, fresh])
+            batch = stack_context(window, neighbour_index(start, stop, z, context) - lo)
+            kept, kept_lo = window, lo
         else:
             batch = to_model_input(vol[start:stop], value_range, size)
         p = np.asarray(model.predict_on_batch(batch), dtype=np.float32)[..., 0]
