@@ -17,25 +17,21 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from napari_lgg_seg.core.context import SEQUENCES, channels_for, expand_first_kernel, model_context
+from napari_lgg_seg.core.context import channels_for, expand_first_kernel, model_context
+from napari_lgg_seg.core.errors import InputError
 from napari_lgg_seg.core.model import build_unet, load_model, save_model
 
 
 def widen(model, context: int, share: float):
+    """``model`` (no context) as a U-Net with ``context``, neighbours sharing the first kernel."""
     if model_context(model) != 0:
         raise SystemExit("the model already has context")
-    if not 0 <= share * 2 * context < 1:
-        raise SystemExit(f"share {share} leaves nothing for the slice itself")
-    weights = expand_first_kernel(model.get_weights(), context)
-    first = model.get_weights()[0]
-    kernel = weights[0]
-    for g in range(2 * context + 1):
-        part = (1 - 2 * context * share) if g == context else share
-        kernel[:, :, g * SEQUENCES : (g + 1) * SEQUENCES] = part * first
+    try:
+        weights = expand_first_kernel(model.get_weights(), context, share)
+    except InputError as exc:
+        raise SystemExit(str(exc)) from None
     wide = build_unet(int(model.get_layer("enc0_conv1").filters), (*model.input_shape[1:3], channels_for(context)))
-    wide.set_weights([kernel, *weights[1:]])
+    wide.set_weights(weights)
     return wide
 
 

@@ -60,7 +60,7 @@ def test_widened_model_matches_the_original_where_neighbours_are_alike():
     same = np.repeat(image[:1], 4, axis=0)  # every slice alike: the neighbours are the slice
     np.testing.assert_allclose(predict_probabilities(same, wide), predict_probabilities(same, flat), atol=1e-4)
     assert not np.allclose(predict_probabilities(image, wide), predict_probabilities(image, flat), atol=1e-4)
-    with pytest.raises(SystemExit, match="leaves nothing"):
+    with pytest.raises(SystemExit, match="leave the slice itself some weight"):
         widen(flat, 1, 0.5)
 
 

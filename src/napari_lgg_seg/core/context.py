@@ -77,14 +77,20 @@ def centre(inputs: np.ndarray) -> np.ndarray:
     return inputs[..., mid * SEQUENCES : (mid + 1) * SEQUENCES]
 
 
-def expand_first_kernel(weights: list[np.ndarray], context: int) -> list[np.ndarray]:
+def expand_first_kernel(weights: list[np.ndarray], context: int, share: float = 0.0) -> list[np.ndarray]:
     """Weights of a 3-channel U-Net (``get_weights()`` order) made to fit one with
-    ``context``: the first kernel sees the slice itself through the old weights and the
-    neighbours through zeros, so the expanded model starts out computing exactly what the
-    2D one did."""
+    ``context``. Each neighbour slice gets ``share`` x the first kernel and the slice
+    itself the rest (1 - 2k x share). With ``share`` 0 (what training does) the expanded
+    model starts out computing exactly what the 2D one did; with more, it does so where
+    neighbouring slices are alike, and the neighbours start with weight that an optimiser
+    at fine-tuning rates can shape (from 0 it hardly moves them)."""
     first = np.asarray(weights[0])
     if first.ndim != 4 or first.shape[2] != SEQUENCES:
         raise ModelError(f"first kernel of shape {first.shape} is not that of a 3-channel U-Net")
+    own = 1.0 - 2 * context * share
+    if share < 0 or own <= 0:
+        raise InputError(f"neighbour share {share} must be >= 0 and leave the slice itself some weight")
     kernel = np.zeros((*first.shape[:2], channels_for(context), first.shape[3]), first.dtype)
-    kernel[:, :, context * SEQUENCES : (context + 1) * SEQUENCES] = first
+    for g in range(2 * context + 1):
+        kernel[:, :, g * SEQUENCES : (g + 1) * SEQUENCES] = (own if g == context else share) * first
     return [kernel, *weights[1:]]

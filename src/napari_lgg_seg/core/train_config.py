@@ -77,11 +77,9 @@ class TrainConfig:
             raise InputError(f"unknown learning-rate schedule {self.lr_schedule!r}; use 'plateau' or 'cosine'")
         if not 0.0 <= self.small_lesion_power <= 2.0:
             raise InputError(f"small-lesion power must be in [0, 2], not {self.small_lesion_power}")
-        from .context import MAX_CONTEXT
+        from .context import channels_for
 
-        if isinstance(self.context_slices, bool) or not isinstance(self.context_slices, int) \
-                or not 0 <= self.context_slices <= MAX_CONTEXT:
-            raise InputError(f"context slices must be a whole number from 0 to {MAX_CONTEXT}, not {self.context_slices!r}")
+        channels_for(self.context_slices)  # InputError unless 0..MAX_CONTEXT
         if not 0.0 <= self.missing_sequence <= 1.0:
             raise InputError(f"missing-sequence share must be in [0, 1], not {self.missing_sequence}")
         if self.ema_momentum is not None and not 0 < self.ema_momentum < 1:
