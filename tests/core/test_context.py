@@ -163,6 +163,10 @@ def test_training_widens_a_2d_model_and_saves_a_context_model(tmp_path, tiny_mod
                            "context_slices": 2})
     with pytest.raises(ModelError, match="takes 1 context slice"):
         train(data, again, verbose=0)
+    # 0 (the default) fine-tunes a model with context as it is
+    keep = TrainConfig(**{**cfg.__dict__, "out": str(tmp_path / "e.keras"), "init_from": str(r.out),
+                          "context_slices": 0})
+    assert load_model(train(data, keep, verbose=0).out).input_shape == (None, 256, 256, 9)
 
 
 @pytest.mark.parametrize("bad", [-1, 4, 1.5, True])

@@ -75,8 +75,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "abnormalities are seen more often (0: uniformly; 0.5 is a moderate boost)")
     p.add_argument("--context-slices", type=int, default=0, metavar="K",
                    help="2.5D input: give the network each slice with its K neighbours on either side "
-                   "(0: single slices). A model without context (e.g. the bundled one) is widened "
-                   "so that it starts out as it was")
+                   "(0: as the model training starts from; single slices from scratch). A model "
+                   "without context (e.g. the bundled one) is widened so that it starts out as it was")
     p.add_argument("--flair-only", action="store_true",
                    help="train and validate on FLAIR alone (all three channels FLAIR): a model for "
                    "stacks without pre- and post-contrast")

@@ -34,7 +34,7 @@ class TrainConfig:
     crop_size: int | None = None
     positive_fraction: float | None = 0.5
     small_lesion_power: float = 0.0  # >0: abnormal slices drawn with weight (abnormal pixels)^-power
-    context_slices: int = 0  # 2.5D: neighbouring slices on either side as extra input channels
+    context_slices: int = 0  # 2.5D: neighbouring slices on either side as channels; 0: as the starting model
     samples_per_epoch: int | None = None
     patience: int = 10
     lr_patience: int = 4

@@ -230,19 +230,21 @@ def _multiworker_strategy():
 
 
 def _initial_model(cfg: TrainConfig) -> keras.Model:
-    channels = channels_for(cfg.context_slices)
-    model = build_unet(cfg.base_filters, input_shape=(None, None, channels))  # crops or whole slices
+    """The model training starts from; its context is ``cfg.context_slices``, or with 0 the
+    context of the model it starts from (a model with context cannot be narrowed)."""
     if cfg.init_from == "scratch":
-        return model
+        return build_unet(cfg.base_filters, input_shape=(None, None, channels_for(cfg.context_slices)))
     source = load_model(None if cfg.init_from == "bundled" else cfg.init_from)
     weights = source.get_weights()
     have = model_context(source)
-    if have != cfg.context_slices:
+    want = cfg.context_slices or have
+    if have != want:
         if have != 0:
             where = "the bundled model" if cfg.init_from == "bundled" else cfg.init_from
-            raise ModelError(f"{where}: takes {have} context slice(s) each side, not {cfg.context_slices}; "
+            raise ModelError(f"{where}: takes {have} context slice(s) each side, not {want}; "
                              "only a model without context can be widened")
-        weights = expand_first_kernel(weights, cfg.context_slices)  # starts as the 2D model
+        weights = expand_first_kernel(weights, want)  # starts as the 2D model
+    model = build_unet(cfg.base_filters, input_shape=(None, None, channels_for(want)))  # crops or whole slices
     try:
         model.set_weights(weights)
     except ValueError:
@@ -358,25 +360,26 @@ def train(
                     f"{_last_path(out)}: cannot be loaded to resume ({type(exc).__name__}); "
                     "start again without --resume"
                 ) from None
-            if model_context(model) != cfg.context_slices:
+            if cfg.context_slices not in (0, model_context(model)):
                 raise ModelError(f"{_last_path(out)}: was trained with {model_context(model)} context slice(s), "
                                  f"not {cfg.context_slices}; resume with the same --context-slices")
         else:
             model = compile_unet(_initial_model(cfg), cfg.learning_rate, cfg.ema_momentum)
+    context = model_context(model)
 
     train_ds = SliceDataset(
         train_set, cfg.batch_size, augment=cfg.augment, crop_size=cfg.crop_size,
         augment_config=AugmentConfig(missing_sequence=cfg.missing_sequence),
         positive_fraction=cfg.positive_fraction, small_lesion_power=cfg.small_lesion_power,
-        shuffle=True, seed=cfg.seed, context=cfg.context_slices,
+        shuffle=True, seed=cfg.seed, context=context,
         samples_per_epoch=cfg.samples_per_epoch, workers=cfg.workers,
         use_multiprocessing=False,
     )
-    val_ds = SliceDataset(val_set, cfg.batch_size, context=cfg.context_slices) if len(val_set) else None
+    val_ds = SliceDataset(val_set, cfg.batch_size, context=context) if len(val_set) else None
     monitor, mode = ("val_patient_dice", "max") if val_ds else ("loss", "min")
     stopper = StopCallback(stop_event, cfg.time_budget_min * 60 if cfg.time_budget_min else None)
     checkpoint = CheckpointCallback(
-        out, monitor, mode, _float32_twin(cfg.base_filters, cfg.context_slices), best=state["best"] if state else None
+        out, monitor, mode, _float32_twin(cfg.base_filters, context), best=state["best"] if state else None
     )
     cbs: list[keras.callbacks.Callback] = []
     if cfg.ema_momentum:

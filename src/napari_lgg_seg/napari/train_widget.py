@@ -83,8 +83,8 @@ FIELD_SPECS: dict[str, dict] = {
                              "replaced by FLAIR, so that the model also works when those sequences are missing"),
     "context_slices": dict(label="context slices", min=0, max=3,
                            tooltip="2.5D input: each slice goes in with this many neighbours on either "
-                           "side (0 = single slices). A model without context is widened so that it "
-                           "starts out as it was"),
+                           "side (0 = as the model it starts from; single slices from scratch). A model "
+                           "without context is widened so that it starts out as it was"),
     "flair_only": dict(label="FLAIR only", tooltip="Train and validate on FLAIR alone (all three channels "
                        "FLAIR): a model for stacks without pre- and post-contrast"),
 }
