@@ -14,6 +14,9 @@ resident memory for:
   OpenVINO (optional package; the row is skipped without it);
 - ``onnx-f32`` / ``openvino-f32``: the same ONNX graph in float32 (needs the dev package
   ``onnx``);
+- ``keras-2.5d`` / ``onnx-f32-2.5d``: the bundled weights widened to 2.5D input (one
+  neighbour slice either side, 9 channels; ``core.context``), in Keras / ONNX float32: what
+  context costs (the neighbours' preprocessing and the wider first convolution);
 - ``classic``: the classic 64-filter U-Net (``build_unet(64)``, random weights: speed does
   not depend on the weights), Keras float32;
 - ``first``: a fresh ``python -c`` process from start to the first labels (imports, model
@@ -59,7 +62,8 @@ def _maxrss_mib() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
 
 
-WHICH = ("before", "default", "keras", "int8", "openvino-int8", "onnx-f32", "openvino-f32", "classic")
+WHICH = ("before", "default", "keras", "int8", "openvino-int8", "onnx-f32", "openvino-f32", "classic",
+         "keras-2.5d", "onnx-f32-2.5d")
 
 
 def _engine_for(which: str, args: argparse.Namespace):
@@ -77,6 +81,18 @@ def _engine_for(which: str, args: argparse.Namespace):
         return Int8Engine(BUNDLED_DIR / INT8_FILE, runtime="openvino"), "int8", "bundled U-Net, OpenVINO int8", None
     from napari_lgg_seg.core.model import build_unet, load_model
 
+    if which.endswith("-2.5d"):
+        from napari_lgg_seg.core.context import channels_for, expand_first_kernel
+
+        base = load_model()
+        m = build_unet(base.lgg_info["base_filters"], (256, 256, channels_for(1)))
+        m.set_weights(expand_first_kernel(base.get_weights(), 1, share=0.15))
+        if which == "keras-2.5d":
+            return m, "keras", "bundled U-Net widened to 2.5D (9 channels), Keras f32", m.count_params()
+        from napari_lgg_seg.core.engine_int8 import Int8Engine, unet_onnx
+
+        graph = unet_onnx(m.get_weights(), base.lgg_info["base_filters"], base.lgg_info.get("depth", 4))
+        return Int8Engine(graph.SerializeToString()), "int8", "bundled U-Net widened to 2.5D, ONNX Runtime float32", None
     if which == "classic":
         m = build_unet(args.classic_filters)
         return m, "keras", f"classic U-Net ({args.classic_filters} filters, random weights), Keras f32", m.count_params()
