@@ -36,9 +36,22 @@ def context_of_channels(channels: int, source: str = "model") -> int:
     return (groups - 1) // 2
 
 
+def context_of_input(shape, source: str = "model") -> int:
+    """The context of a model with input ``shape`` (N, Y, X, C); ModelError naming the
+    shape when it is not one this plugin's U-Nets take."""
+    shape = tuple(shape)
+    try:
+        if len(shape) != 4 or shape[-1] is None:
+            raise ModelError("no channel axis")
+        return context_of_channels(shape[-1], source)
+    except ModelError:
+        raise ModelError(f"{source} input shape {shape} is not (None, Y, X, 3), or 9, 15 or 21 channels "
+                         "for a slice with its neighbours") from None
+
+
 def model_context(model) -> int:
     """The context of a Keras model or int8 engine, from its input shape."""
-    return context_of_channels(tuple(model.input_shape)[-1], getattr(model, "name", "model"))
+    return context_of_input(model.input_shape, getattr(model, "name", "model"))
 
 
 def neighbour_index(start: int, stop: int, z: int, context: int) -> np.ndarray:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .context import context_of_channels
+from .context import context_of_channels, context_of_input
 from .errors import ModelError
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "bundled"
@@ -256,13 +256,7 @@ class Int8Engine:
             raise ModelError(f"{where}: not a usable ONNX model ({type(exc).__name__}: {str(exc)[:200]})") from None
         inp = self.session.get_inputs()[0]
         dims = [d if isinstance(d, int) else None for d in inp.shape]
-        try:
-            if len(dims) != 4 or dims[-1] is None:
-                raise ModelError("no channel axis")
-            context_of_channels(dims[-1], "ONNX model")
-        except ModelError:
-            raise ModelError(f"ONNX model input shape {inp.shape} is not (N, Y, X, 3), or 9, 15 or 21 "
-                             "channels for a slice with its neighbours") from None
+        context_of_input(dims, "ONNX model")
         self._input = inp.name
         self.input_shape = (None, *dims[1:])
         self.output_shape = (None, *dims[1:3], 1)

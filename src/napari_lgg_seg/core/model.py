@@ -224,15 +224,9 @@ def check_model(model: keras.Model, source: str = "model") -> keras.Model:
         out_shape = tuple(model.output_shape)
     except (AttributeError, ValueError) as exc:
         raise ModelError(f"{source}: model has no single input/output ({exc})") from None
-    from .context import context_of_channels
+    from .context import context_of_input
 
-    try:
-        if len(in_shape) != 4 or in_shape[-1] is None:
-            raise ModelError("no channel axis")
-        context_of_channels(in_shape[-1], source)
-    except ModelError:
-        raise ModelError(f"{source}: model input shape {in_shape} is not (None, Y, X, 3), or 9, 15 or 21 "
-                         "channels for a slice with its neighbours") from None
+    context_of_input(in_shape, f"{source}: model")
     if len(out_shape) != 4 or out_shape[-1] != 1:
         raise ModelError(f"{source}: model output shape {out_shape} is not (None, Y, X, 1)")
     return model
