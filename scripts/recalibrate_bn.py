@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_lgg_seg.core.context import model_context, patient_neighbours, stack_context
+from napari_lgg_seg.core.context import model_context, patient_neighbours, slices_with_context
 from napari_lgg_seg.core.dataset import slices_from_stacks
 from napari_lgg_seg.core.io import read_patient
 from napari_lgg_seg.core.model import load_model, save_model
@@ -37,7 +37,7 @@ def recalibrate(model, images: np.ndarray, patient: np.ndarray, batch_size: int 
         layer.moving_variance.assign(np.zeros(layer.moving_variance.shape, "float32"))
     for n, start in enumerate(range(0, len(order), batch_size)):
         ids = order[start : start + batch_size]
-        x = (images[ids] if neighbours is None else stack_context(images, neighbours[ids])).astype("float32") / 255.0
+        x = slices_with_context(images, ids, neighbours)
         for layer in bns:  # cumulative average: batch n gets weight 1 / (n + 1)
             layer.momentum = n / (n + 1)
         model(x, training=True)

@@ -83,6 +83,14 @@ def stack_context(slices: np.ndarray, index: np.ndarray) -> np.ndarray:
     return np.moveaxis(picked.reshape(b, g, y, x, c), 1, 3).reshape(b, y, x, g * c)
 
 
+def slices_with_context(images: np.ndarray, ids, neighbours: np.ndarray | None) -> np.ndarray:
+    """Model input float32 in [0, 1] for the uint8 ``images`` (N, Y, X, 3) of a
+    ``SliceSet`` at ``ids``: the slices themselves, or with ``neighbours`` (from
+    ``patient_neighbours``) each slice with its neighbours."""
+    picked = images[ids] if neighbours is None else stack_context(images, neighbours[ids])
+    return picked.astype(np.float32) / 255.0
+
+
 def centre(inputs: np.ndarray) -> np.ndarray:
     """The slice itself (the middle 3 channels) of model input with context."""
     groups = inputs.shape[-1] // SEQUENCES

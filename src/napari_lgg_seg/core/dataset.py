@@ -14,7 +14,7 @@ import keras
 import numpy as np
 
 from .augment import AugmentConfig, grey_values, sample_coordinates, substitute_flair, warp
-from .context import channels_for, patient_neighbours, stack_context
+from .context import channels_for, patient_neighbours, slices_with_context
 from .errors import InputError
 from .io import PatientStack
 from .preprocess import MODEL_SIZE, as_channels_last, intensity_range, resize_slices, to_model_input
@@ -173,10 +173,7 @@ class SliceDataset(keras.utils.PyDataset):
         xs = np.empty((len(ids), *out, self.channels), np.float32)
         ys = np.empty((len(ids), *out, 1), np.float32)
         for j, idx in enumerate(ids):
-            if self._neighbours is None:
-                image = self.data.images[idx].astype(np.float32) / 255.0
-            else:
-                image = stack_context(self.data.images, self._neighbours[idx : idx + 1])[0].astype(np.float32) / 255.0
+            image = slices_with_context(self.data.images, [idx], self._neighbours)[0]
             mask = self.data.masks[idx]
             if self.augment_config is None and self.crop_size is None:
                 xs[j], ys[j, ..., 0] = image, mask

@@ -21,7 +21,7 @@ import keras
 import numpy as np
 
 from .augment import AugmentConfig
-from .context import channels_for, expand_first_kernel, model_context, patient_neighbours, stack_context
+from .context import channels_for, expand_first_kernel, model_context, patient_neighbours, slices_with_context
 from .dataset import SliceDataset, SliceSet, slices_from_stacks
 from .errors import InputError, ModelError
 from .io import atomic_write, find_patient_folders, kaggle_slices, read_patient, remove_stale_temp_files
@@ -124,10 +124,7 @@ def per_patient_dice(model, data: SliceSet, batch_size: int = 16, threshold: flo
         neighbours = patient_neighbours(sub.patient, context) if context else None
         preds = []
         for s in range(0, len(sub), batch_size):
-            if neighbours is None:
-                x = sub.images[s : s + batch_size].astype(np.float32) / 255.0
-            else:
-                x = stack_context(sub.images, neighbours[s : s + batch_size]).astype(np.float32) / 255.0
+            x = slices_with_context(sub.images, slice(s, s + batch_size), neighbours)
             preds.append(np.asarray(model.predict_on_batch(x), dtype=np.float32)[..., 0] >= threshold)
         scores[pid] = dice(np.concatenate(preds), sub.masks)
     return scores
