@@ -113,6 +113,13 @@ def test_context_model_sees_the_neighbours_whatever_the_batch_size():
     np.testing.assert_allclose(p[0], by_two[0], atol=1e-5)
 
 
+def test_model_label_says_when_a_model_takes_neighbouring_slices():
+    from napari_lgg_seg.core.inference import model_label
+
+    flat, wide = _tiny_unets()
+    assert model_label(wide) == "unet2 2.5D (±1 slice)" and model_label(flat) == "unet2"
+
+
 def test_check_model_accepts_context_and_refuses_other_channels():
     from napari_lgg_seg.core.model import build_unet, check_model
 

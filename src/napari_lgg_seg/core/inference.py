@@ -118,12 +118,18 @@ def resolve_model(volume: np.ndarray | None, model=None, engine: str = "auto", f
 
 def model_label(model) -> str:
     """``"name version"`` of a Keras model or engine (``"FLAIR-only"`` added for the
-    bundled FLAIR-only companion, ``"(int8)"`` for the int8 engine), without importing
-    TensorFlow."""
+    bundled FLAIR-only companion, ``"2.5D (±k slices)"`` for a model with context,
+    ``"(int8)"`` for the int8 engine), without importing TensorFlow."""
     info = getattr(model, "lgg_info", None) or {}
     label = f"{info.get('name', getattr(model, 'name', 'model'))} {info.get('version', '')}".strip()
     if is_flair_variant(model):
         label += " FLAIR-only"
+    try:
+        context = model_context(model)
+    except (ModelError, AttributeError, TypeError):  # no usable input shape: say nothing of it
+        context = 0
+    if context:
+        label += f" 2.5D (±{context} slice{'s' if context > 1 else ''})"
     return label + (" (int8)" if getattr(model, "engine", None) == "int8" else "")
 
 
