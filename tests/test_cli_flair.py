@@ -8,15 +8,7 @@ import pytest
 import tifffile
 
 from .core.test_flair_model import _grey, bundle, with_companion  # noqa: F401 - fixtures
-from .test_cli import run
-
-
-class _Fake:
-    input_shape = (None, 32, 32, 3)
-    name = "fake"
-
-    def predict_on_batch(self, x):
-        return x[..., 1:2]
+from .test_cli import _FlairFake, run
 
 
 @pytest.fixture
@@ -26,7 +18,7 @@ def routing_calls(monkeypatch):
     from napari_lgg_seg.core import inference
 
     calls = []
-    monkeypatch.setattr(cli, "_load_engine", lambda path, engine: _Fake())
+    monkeypatch.setattr(cli, "_load_engine", lambda path, engine: _FlairFake())
     monkeypatch.setattr(inference, "resolve_model",
                         lambda volume, model=None, engine="auto", flair_model=True:
                         calls.append(flair_model) or model)
