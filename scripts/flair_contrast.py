@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_lgg_seg.core.inference import segment_volume
+from napari_lgg_seg.core.inference import predict_probabilities, resolve_model, resolve_postprocessing, segment_volume
 from napari_lgg_seg.core.io import read_patient
 from napari_lgg_seg.core.metrics import dice
+from napari_lgg_seg.core.postprocess import keep_components
 from napari_lgg_seg.core.preprocess import flair_channel
 
 CHANNELS = ("pre-contrast", "FLAIR", "post-contrast")
@@ -46,9 +47,14 @@ def main() -> int:
     for pid in patients:
         st = read_patient(Path(args.data) / pid)
         grey = flair_channel(st.image)
-        raw = segment_volume(grey, postprocess="none")
+        # one pass of the network for FLAIR alone, scored with and without the post-processing
+        model = resolve_model(grey)
+        threshold, post = resolve_postprocessing(model)
+        probs = predict_probabilities(grey, model, flair_model=False)
+        above = probs >= threshold
+        raw = above.astype(np.uint8)
         print(f"| {pid} | {int((st.mask > 0).sum())} | " + " / ".join(f"{c:.2f}" for c in contrast(st.image, st.mask))
-              + f" | {dice(st.mask, segment_volume(st.image)):.3f} | {dice(st.mask, segment_volume(grey)):.3f} | "
+              + f" | {dice(st.mask, segment_volume(st.image)):.3f} | {dice(st.mask, keep_components(above, probs, post)):.3f} | "
               f"{dice(st.mask, raw):.3f} ({int(raw.sum())}) |", flush=True)
     return 0
 
