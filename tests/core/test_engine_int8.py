@@ -18,7 +18,8 @@ pytest.importorskip("onnx")  # development-time dependency of the export
 
 
 def _random_unet(filters: int = 2, seed: int = 0):
-    """build_unet with random weights *and* BatchNorm statistics (so folding is tested)."""
+    """build_unet with random weights *and* BatchNorm statistics (so folding is tested),
+    all drawn from ``seed``: Keras's own initial kernels depend on what ran before."""
     from napari_lgg_seg.core.model import build_unet
 
     model = build_unet(filters)
@@ -26,7 +27,9 @@ def _random_unet(filters: int = 2, seed: int = 0):
     weights = []
     for w in model.weights:
         a = w.numpy()
-        if "moving_variance" in w.path:
+        if a.ndim == 4:  # conv kernels, He-scaled
+            a = rng.normal(0.0, np.sqrt(2.0 / np.prod(a.shape[:-1])), a.shape)
+        elif "moving_variance" in w.path:
             a = rng.uniform(0.5, 2.0, a.shape)
         elif "gamma" in w.path:
             a = rng.uniform(0.5, 1.5, a.shape)

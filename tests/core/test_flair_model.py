@@ -68,15 +68,14 @@ def test_is_flair_only():
 
 
 def test_save_bundled_flair_keeps_other_keys_and_drops_a_stale_int8_record(bundle):
-    from napari_lgg_seg.core.model import has_flair_model, save_bundled_flair
+    from napari_lgg_seg.core.model import save_bundled_flair
 
     before = json.loads((bundle / "model.json").read_text())
-    assert not has_flair_model()
+    assert "flair_model" not in before
     save_bundled_flair(_random_unet(seed=1), bundle, dict(COMPANION, int8={"file": "old.onnx", "sha256": "x"}))
     after = json.loads((bundle / "model.json").read_text())
     assert {k: v for k, v in after.items() if k != "flair_model"} == before
     assert after["flair_model"] == dict(COMPANION, weights="unet_lgg_flair.npz")  # no "int8"
-    assert has_flair_model()
     assert sorted(p.name for p in bundle.iterdir()) == ["model.json", "unet_lgg.npz", "unet_lgg_flair.npz"]
     with np.load(bundle / "unet_lgg_flair.npz") as data:
         assert {data[k].dtype for k in data.files} == {np.dtype(np.float16)}

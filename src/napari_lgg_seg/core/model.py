@@ -140,11 +140,6 @@ def _load_bundled() -> keras.Model:
     return model
 
 
-def has_flair_model() -> bool:
-    """Whether the bundled model carries a FLAIR-only companion (``model.json["flair_model"]``)."""
-    return BUNDLED_CONFIG.exists() and bool(bundled_info().get("flair_model"))
-
-
 def _flair_weights_path(info: dict) -> Path:
     from .engine_int8 import FLAIR_WEIGHTS
 
