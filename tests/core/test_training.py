@@ -277,6 +277,18 @@ def test_stale_temp_files_removed_when_training_starts(tmp_path, small_data):
     assert not any(f.exists() for f in stale) and other.exists()
 
 
+@pytest.mark.parametrize("n, val", [(4, 0.0), (2, 0.1)])
+def test_test_fraction_held_out_without_validation(tmp_path, small_data, n, val):
+    """--test-fraction holds patients out also with --val-fraction 0 or fewer than 3
+    patients (it was ignored: every patient was trained on)."""
+    from napari_lgg_seg.core.training import train
+
+    data = small_data.subset(small_data.patient_ids()[:n])
+    r = train(data, cfg(tmp_path, val_fraction=val, test_fraction=0.5, samples_per_epoch=4), verbose=0)
+    assert len(r.split["test"]) == n // 2 and r.split["val"] == []
+    assert not set(r.split["test"]) & set(r.split["train"])
+
+
 def test_every_patient_fixed_leaves_none_for_training(tmp_path, small_data):
     """Cause 11: "0 patient(s) are too few for a split with 0 val and 0 test" when every
     patient was in --val-patients."""
