@@ -99,6 +99,19 @@ def test_nifti_output_on_the_source_grid_and_kaggle_masks(tmp_path):
         f"TCGA_AA_0000_20000101_{i}_mask.tif" for i in range(1, 5)]
 
 
+def test_kaggle_masks_are_numbered_like_the_slices(tmp_path):
+    """Slices 3..6 of a patient (1 and 2 removed) get masks _3.._6, not _1.._4 that
+    would sit beside the wrong slices."""
+    patient = write_kaggle_patient(tmp_path / "data", pid="TCGA_AA_0009_20000101", n_slices=6)
+    for n in (1, 2):
+        (patient / f"TCGA_AA_0009_20000101_{n}.tif").unlink()
+        (patient / f"TCGA_AA_0009_20000101_{n}_mask.tif").unlink()
+    out = tmp_path / "masks"
+    segment_many([patient], out, model=FlairModel(), format="kaggle-masks")
+    assert sorted(p.name for p in (out / "TCGA_AA_0009_20000101").iterdir()) == [
+        f"TCGA_AA_0009_20000101_{i}_mask.tif" for i in range(3, 7)]
+
+
 def test_shards_split_the_patients_and_their_union_is_one_run(tmp_path):
     root, _, _ = dataset(tmp_path)
     whole = segment_many([root], tmp_path / "whole", model=FlairModel())
