@@ -34,6 +34,30 @@ def test_evaluate_report_and_json(tmp_path):
         evaluate(tmp_path / "data", MaskOracle(), patients=["TCGA_ZZ"])
 
 
+class CountingOracle(MaskOracle):
+    def __init__(self):
+        self.calls = 0
+
+    def predict_on_batch(self, x):
+        self.calls += 1
+        return super().predict_on_batch(x)
+
+
+@pytest.mark.parametrize("drop, message", [("*_mask.tif", "no masks; evaluation needs ground truth"),
+                                            ("*_3_mask.tif", "1 of 6 slices have no mask .first: TCGA_AA_0002_1_3_mask")])
+def test_missing_masks_refused_before_any_patient_is_segmented(tmp_path, drop, message):
+    """A patient without (some) masks sorted last was found only after all the others
+    had been segmented."""
+    for i in range(3):
+        d = write_kaggle_patient(tmp_path / "data", f"TCGA_AA_000{i}_1", seed=i)
+    for f in d.glob(drop):
+        f.unlink()
+    model = CountingOracle()
+    with pytest.raises(InputError, match=message):
+        evaluate(tmp_path / "data", model)
+    assert model.calls == 0
+
+
 def test_evaluate_flair_only_segments_the_flair_channel_alone(tmp_path):
     import tifffile
 
