@@ -59,7 +59,7 @@ def test_nifti_without_geometry_uses_the_voxel_size(tmp_path):
         write_labels_nifti(tmp_path / "l.nii", labels, voxel_size=(1, float("inf"), 1))
 
 
-@pytest.mark.parametrize("case", ["2d", "4d_four", "truncated", "nan", "garbage"])
+@pytest.mark.parametrize("case", ["2d", "4d_four", "truncated", "nan", "garbage", "singular"])
 def test_bad_nifti_gives_one_clear_error(tmp_path, case):
     f = tmp_path / f"{case}.nii.gz"
     eye = np.eye(4)
@@ -78,6 +78,9 @@ def test_bad_nifti_gives_one_clear_error(tmp_path, case):
         data[1, 1, 1] = np.nan
         write_nifti(f, data, eye)
         match = "NaN"
+    elif case == "singular":  # the error did not say which file
+        write_nifti(f, np.zeros((4, 4, 4), np.int16), np.diag([1e-9, 1e-9, 1e-9, 1.0]))
+        match = "affine is singular"
     else:
         f.write_bytes(gzip.compress(b"not a nifti header at all" * 20))
         match = "not a readable NIfTI"
@@ -117,6 +120,19 @@ def test_dicom_bad_series(tmp_path):
     (empty / "a.dcm").write_bytes(b"nothing")
     with pytest.raises(InputError, match="no DICOM image files"):
         read_patient(empty)
+
+
+def test_dicom_collinear_orientation_names_the_series(tmp_path):
+    import pydicom
+
+    one = write_dicom_series(tmp_path / "one", kaggle_volume()[:1].astype(np.uint16), kaggle_affine())
+    f = next(one.glob("*.dcm"))
+    ds = pydicom.dcmread(f)
+    ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 1.0, 0.0, 0.0]  # rows and columns along one axis
+    ds.save_as(f)
+    with pytest.raises(InputError, match="affine is singular") as info:
+        read_patient(one)
+    assert str(one) in str(info.value)
 
 
 def test_stack_sequences_checks_the_grid(tmp_path):

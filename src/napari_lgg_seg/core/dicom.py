@@ -126,7 +126,10 @@ def load_dicom_series(path: str | os.PathLike) -> tuple[np.ndarray, Geometry, st
     lps[:3, 3] = placed[0][1]
     data = np.stack([_pixels(f) for _, _, f in placed])
     name = str(getattr(ds0, "SeriesDescription", "") or getattr(ds0, "PatientID", "") or folder.name)
-    return data, Geometry.from_affine(_LPS_TO_RAS @ lps, data.shape, "dicom"), name
+    try:
+        return data, Geometry.from_affine(_LPS_TO_RAS @ lps, data.shape, "dicom"), name
+    except InputError as exc:  # e.g. collinear ImageOrientationPatient: say which series
+        raise InputError(f"{folder}: {exc}") from None
 
 
 def _pixels(path: Path) -> np.ndarray:

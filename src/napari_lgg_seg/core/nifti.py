@@ -53,7 +53,10 @@ def load_nifti(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
         raise InputError(f"{p}: complex-valued NIfTI data cannot be segmented")
     if data.dtype.kind == "f" and not np.isfinite(data).all():
         raise InputError(f"{p}: NIfTI holds NaN or infinite values")
-    return data, Geometry.from_affine(img.affine, data.shape[:3], "nifti")
+    try:
+        return data, Geometry.from_affine(img.affine, data.shape[:3], "nifti")
+    except InputError as exc:  # a singular or non-finite affine: say which file
+        raise InputError(f"{p}: {exc}") from None
 
 
 def read_nifti(path: str | os.PathLike):
