@@ -112,6 +112,30 @@ def test_kaggle_masks_are_numbered_like_the_slices(tmp_path):
         f"TCGA_AA_0009_20000101_{i}_mask.tif" for i in range(3, 7)]
 
 
+def test_interrupted_run_keeps_the_figures_of_the_patients_done(tmp_path):
+    """Ctrl-C on the second patient: the first one's row (with its Dice) is in summary.csv
+    (no summary was written, and the resumed run listed it as skipped with no figures)."""
+    root = tmp_path / "data"
+    for i in range(3):
+        write_kaggle_patient(root, pid=f"TCGA_AA_000{i}_20000101", n_slices=4, seed=i)
+
+    class Interrupted(FlairModel):
+        def predict_on_batch(self, x):
+            if self.slices >= 4:
+                raise KeyboardInterrupt
+            return super().predict_on_batch(x)
+
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        segment_many([root], out, model=Interrupted())
+    rows = list(csv.DictReader(open(out / "summary.csv")))
+    assert [(r["patient"], r["status"]) for r in rows] == [("TCGA_AA_0000_20000101", "done")]
+    assert rows[0]["dice"] != ""
+    assert not [f for f in out.iterdir() if f.name.startswith(".")]
+    res = segment_many([root], out, model=FlairModel())
+    assert [r.status for r in res] == ["skipped", "done", "done"] and str(res[0].dice) == rows[0]["dice"]
+
+
 def test_shards_split_the_patients_and_their_union_is_one_run(tmp_path):
     root, _, _ = dataset(tmp_path)
     whole = segment_many([root], tmp_path / "whole", model=FlairModel())

@@ -280,6 +280,16 @@ def segment_many(
 
         model = load_model()
     results: list[PatientResult] = []
+
+    def record(row: PatientResult) -> None:
+        # the summary on disk is kept current, so that an interrupted (Ctrl-C, killed) run loses
+        # no patient's figures; patients not reached yet keep their rows of an earlier run
+        results.append(row)
+        rest = [earlier[k] for k in keys[len(results):] if k in earlier]
+        write_summary(summary_path, [asdict(r) for r in results] + rest)
+        if on_result:
+            on_result(row)
+
     for p, key, target in todo:
         if not overwrite and _output_exists(target, format):
             row = PatientResult(key, str(p), str(target), "skipped")
@@ -288,9 +298,7 @@ def segment_many(
                 row = PatientResult(**{**{k: old.get(k) or None for k in SUMMARY_FIELDS}, "status": "skipped"})
                 row.error = row.note = ""
                 row.voxel_size_mm = old.get("voxel_size_mm", "")
-            results.append(row)
-            if on_result:
-                on_result(row)
+            record(row)
             continue
         t0 = time.monotonic()
         expected = count_slices(p)
@@ -312,9 +320,7 @@ def segment_many(
             row = PatientResult(key, str(p), str(target), "failed", seconds=round(time.monotonic() - t0, 2),
                                 error=msg)
             done_before += expected
-            results.append(row)
-            if on_result:
-                on_result(row)
+            record(row)
             continue
         done_before += labels.shape[0] if expected == 0 else expected
         vox = stack.voxel_size or voxel_size
@@ -329,8 +335,7 @@ def segment_many(
         if stack.mask is not None:
             truth = stack.mask.reshape(labels.shape)
             row.dice, row.iou = round(dice(truth, labels), 4), round(iou(truth, labels), 4)
-        results.append(row)
-        if on_result:
-            on_result(row)
-    write_summary(summary_path, [asdict(r) for r in results])
+        record(row)
+    if not results:
+        write_summary(summary_path, [])
     return results
