@@ -112,6 +112,14 @@ def test_kaggle_masks_are_numbered_like_the_slices(tmp_path):
         f"TCGA_AA_0009_20000101_{i}_mask.tif" for i in range(3, 7)]
 
 
+def test_one_input_given_as_a_path_not_a_list(tmp_path):
+    """segment_many("folder", ...) iterated the characters of the string ("/" first)."""
+    patient = write_kaggle_patient(tmp_path / "data", pid="TCGA_AA_0005_20000101", n_slices=4)
+    for given in (str(patient), patient):
+        res = segment_many(given, tmp_path / "out", model=FlairModel(), overwrite=True)
+        assert [(r.patient, r.status) for r in res] == [("TCGA_AA_0005_20000101", "done")]
+
+
 def test_interrupted_run_keeps_the_figures_of_the_patients_done(tmp_path):
     """Ctrl-C on the second patient: the first one's row (with its Dice) is in summary.csv
     (no summary was written, and the resumed run listed it as skipped with no figures)."""

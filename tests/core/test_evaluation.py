@@ -32,6 +32,9 @@ def test_evaluate_report_and_json(tmp_path):
     assert json.loads(out.read_text())["summary"]["n_patients"] == 2
     with pytest.raises(InputError, match="patients not found"):
         evaluate(tmp_path / "data", MaskOracle(), patients=["TCGA_ZZ"])
+    # one id as a string, not its characters ("patients not found: 0, 1, A, C, G, T, _")
+    assert [p.patient for p in evaluate(tmp_path / "data", MaskOracle(), patients="TCGA_AA_0001_1").patients] == [
+        "TCGA_AA_0001_1"]
 
 
 class CountingOracle(MaskOracle):

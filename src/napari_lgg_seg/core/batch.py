@@ -250,7 +250,7 @@ def segment_many(
         raise InputError(f"{out}: exists and is not a folder")
     if not out.parent.is_dir():
         raise InputError(f"{out}: folder {out.parent} does not exist")
-    inputs = [Path(i) for i in inputs]
+    inputs = [Path(i) for i in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
     here = out.resolve()
     # an earlier OUT_DIR inside a folder of patients is ours (it has a summary), not a patient
     ours = here.is_dir() and (not any(here.iterdir()) or any(here.glob("summary*.csv")))

@@ -121,7 +121,7 @@ def patient_folders(data_root: str | os.PathLike, patients: Sequence[str] | None
     checked by file name only, before any slow work, to have a mask for every slice."""
     folders = find_patient_folders(data_root)
     if patients is not None:
-        wanted = set(patients)
+        wanted = {patients} if isinstance(patients, str) else set(patients)
         folders = [f for f in folders if f.name in wanted]
         missing = wanted - {f.name for f in folders}
         if missing:
