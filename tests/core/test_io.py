@@ -161,6 +161,8 @@ def test_write_masks_to_patient_folder_checks_the_slices(tmp_path):
     (np.full((2, 4, 4), 300, np.int32), "outside 0..255; TIFF labels are stored as uint8"),
     (np.full((2, 4, 4), -1, np.int16), "outside 0..255"),
     (np.zeros((1, 2, 4, 4), np.uint8), r"labels of shape \(1, 2, 4, 4\) are not a \(Z, Y, X\) volume"),
+    (np.full((2, 4, 4), 0.7), "labels hold fractions or NaN"),  # probabilities: written as all 0
+    (np.full((2, 4, 4), np.nan, np.float32), "labels hold fractions or NaN"),
 ])
 def test_labels_tiff_refuses_what_uint8_would_wrap_and_writes_nothing(tmp_path, labels, message):
     out = tmp_path / "seg.tif"

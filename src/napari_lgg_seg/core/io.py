@@ -379,6 +379,12 @@ def as_label_volume(labels: np.ndarray, where: str | os.PathLike, fmt: str) -> n
         lab = lab[None]
     if lab.ndim != 3:
         raise InputError(f"{where}: labels of shape {lab.shape} are not a (Z, Y, X) volume")
+    if lab.dtype.kind not in "biuf":
+        raise InputError(f"{where}: labels of type {lab.dtype} are not numbers")
+    if lab.dtype.kind == "f" and lab.size and not np.array_equal(lab, np.round(lab)):
+        # probabilities, say: uint8 would truncate them to 0 (NaN: to anything)
+        raise InputError(f"{where}: labels hold fractions or NaN; {fmt} labels are whole numbers "
+                         "(threshold probabilities first)")
     if lab.size and (lab.min() < 0 or lab.max() > 255):
         raise InputError(f"{where}: labels hold values outside 0..255; {fmt} labels are stored as uint8")
     return lab.astype(np.uint8)
