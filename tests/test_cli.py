@@ -137,7 +137,8 @@ def test_usage_errors_exit_2(capsys):
     assert "between 0 and 1" in capsys.readouterr().err
     for option, value, message in [("--ema", "1.5", "between 0 and 1 (exclusive), not 1.5"),
                                    ("--positive-fraction", "2", "must be in [0, 1], not 2.0"),
-                                   ("--missing-sequence", "-1", "must be in [0, 1], not -1.0")]:
+                                   ("--missing-sequence", "-1", "must be in [0, 1], not -1.0"),
+                                   ("--seed", "-1", "must be 0 or more, not -1")]:
         with pytest.raises(SystemExit) as info:
             main(["train", "x", "--out", "m.keras", option, value])
         assert info.value.code == 2

@@ -146,6 +146,7 @@ def test_init_from_file_and_wrong_architecture(tmp_path, small_data, tiny_model_
     (dict(ema_momentum=1.5), "EMA momentum must be between 0 and 1"),
     (dict(missing_sequence=-0.1), "missing-sequence share must be in"),
     (dict(small_lesion_power=3.0), r"small-lesion power must be in \[0, 2\], not 3.0"),
+    (dict(seed=-1), "seed must be a whole number, 0 or more, not -1"),  # was numpy's ValueError
 ])
 def test_bad_training_settings(tmp_path, small_data, kw, message):
     from napari_lgg_seg.core.training import train

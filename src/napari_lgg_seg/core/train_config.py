@@ -71,6 +71,8 @@ class TrainConfig:
                 raise InputError(
                     f"crop size {self.crop_size} is larger than the {MODEL_SIZE[0]}x{MODEL_SIZE[1]} training slices"
                 )
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise InputError(f"seed must be a whole number, 0 or more, not {self.seed!r}")
         if self.base_filters < 1:
             raise InputError(f"base filters must be at least 1, not {self.base_filters}")
         if self.lr_schedule not in ("plateau", "cosine"):
