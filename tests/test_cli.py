@@ -524,6 +524,12 @@ def test_train_bad_paths(tmp_path, capsys, data_root):
     code, _, err = run(capsys, "train", tmp_path / "nodata", "--out", tmp_path / "m.keras")
     assert_one_line_error(code, err, "nodata", "not a folder")
     assert not (tmp_path / "m.keras").exists()
+    # the log is appended to: a patient's slice got CSV lines at its end
+    slice_file = next(data_root.glob("*/*_1.tif"))
+    before = slice_file.read_bytes()
+    code, _, err = run(capsys, "train", data_root, "--out", tmp_path / "m.keras", "--log-csv", slice_file)
+    assert_one_line_error(code, err, slice_file.name, "must end with .csv")
+    assert slice_file.read_bytes() == before and not (tmp_path / "m.keras").exists()
 
 
 def test_evaluate_errors(tmp_path, capsys, data_root, tiny_model_path):

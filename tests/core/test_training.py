@@ -147,6 +147,7 @@ def test_init_from_file_and_wrong_architecture(tmp_path, small_data, tiny_model_
     (dict(missing_sequence=-0.1), "missing-sequence share must be in"),
     (dict(small_lesion_power=3.0), r"small-lesion power must be in \[0, 2\], not 3.0"),
     (dict(seed=-1), "seed must be a whole number, 0 or more, not -1"),  # was numpy's ValueError
+    (dict(log_csv="x_1.tif"), "x_1.tif: the training log must be a .csv file"),  # CSV was appended to it
 ])
 def test_bad_training_settings(tmp_path, small_data, kw, message):
     from napari_lgg_seg.core.training import train

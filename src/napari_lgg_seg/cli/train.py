@@ -92,7 +92,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="compute precision; the saved model is always float32")
     p.add_argument("--time-budget", type=_positive_float, default=None, metavar="MINUTES",
                    help="stop after the epoch during which this many minutes have passed")
-    p.add_argument("--log-csv", default=None, metavar="PATH", help="append per-epoch metrics to this CSV file")
+    p.add_argument("--log-csv", default=None, metavar="PATH", help="append per-epoch metrics to this .csv file")
     add_verbose(p)
     return p
 
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     if not root.is_dir():
         raise InputError(f"{root}: not a folder")
     if args.log_csv:
-        _check_output(args.log_csv, (), "training log")
+        _check_output(args.log_csv, (".csv",), "training log")
     from ..core.train_config import TrainConfig
 
     cfg = TrainConfig(

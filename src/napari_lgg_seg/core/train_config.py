@@ -56,6 +56,9 @@ class TrainConfig:
             raise InputError(f"'{self.out}': the output model must be a .keras file")
         if not out.parent.is_dir():
             raise InputError(f"{out}: folder {out.parent} does not exist")
+        if self.log_csv is not None and Path(self.log_csv).suffix.lower() != ".csv":
+            # it is appended to: any other file (an image, the model) would be damaged
+            raise InputError(f"{self.log_csv}: the training log must be a .csv file")
         if self.epochs < 1:
             raise InputError(f"epochs must be at least 1, not {self.epochs}")
         if self.batch_size < 1:
