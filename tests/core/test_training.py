@@ -137,6 +137,20 @@ def test_init_from_file_and_wrong_architecture(tmp_path, small_data, tiny_model_
     assert not (tmp_path / "x.keras").exists()
 
 
+def test_out_that_is_the_model_training_starts_from_is_refused(tmp_path, small_data, tiny_model_path):
+    """--init-from m.keras --out m.keras: the first epoch replaced the starting model."""
+    import shutil
+
+    from napari_lgg_seg.core.training import train
+
+    start = tmp_path / "m.keras"
+    shutil.copy(tiny_model_path, start)
+    before = start.read_bytes()
+    with pytest.raises(InputError, match="is the model training starts from"):
+        train(small_data, cfg(tmp_path, init_from=str(start)), verbose=0)
+    assert start.read_bytes() == before
+
+
 @pytest.mark.parametrize("kw, message", [
     (dict(epochs=0), "epochs must be at least 1"),
     (dict(batch_size=50, samples_per_epoch=None), "larger than the 12 training slices"),

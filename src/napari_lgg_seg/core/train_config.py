@@ -89,6 +89,11 @@ class TrainConfig:
             raise InputError(f"missing-sequence share must be in [0, 1], not {self.missing_sequence}")
         if self.ema_momentum is not None and not 0 < self.ema_momentum < 1:
             raise InputError(f"EMA momentum must be between 0 and 1, not {self.ema_momentum}")
-        if self.init_from not in ("bundled", "scratch") and not Path(self.init_from).expanduser().is_file():
-            raise InputError(f"{self.init_from}: no such model file to start from")
+        if self.init_from not in ("bundled", "scratch"):
+            start = Path(self.init_from).expanduser()
+            if not start.is_file():
+                raise InputError(f"{self.init_from}: no such model file to start from")
+            if not self.resume and out.exists() and out.resolve() == start.resolve():
+                # the first saved epoch would replace it, even if training makes it worse
+                raise InputError(f"{out}: is the model training starts from (init from); save to another file")
         return self
