@@ -444,6 +444,10 @@ def test_demo_missing_model(tmp_path, capsys):
     code, _, err = run(capsys, "demo", "--offline", "--model", tmp_path / "nope.keras", "--out-dir", tmp_path)
     assert_one_line_error(code, err, "nope.keras", "no such model file")
     assert not list(tmp_path.glob("*.png"))
+    # refused before --out-dir is created (an empty folder was left behind)
+    for bad in (["--model", str(tmp_path / "nope.keras")], ["--postprocess", "peak"]):
+        code, _, err = run(capsys, "demo", "--offline", *bad, "--out-dir", tmp_path / "new")
+        assert code == 1 and not (tmp_path / "new").exists()
 
 
 # --------------------------------------------------------------------------- train / evaluate
