@@ -115,6 +115,16 @@ def test_dicom_bad_series(tmp_path):
     with pytest.raises(InputError, match="uneven slice positions.*missing"):
         read_patient(holes)
 
+    import pydicom
+
+    spacing = write_dicom_series(tmp_path / "spacing", vol, kaggle_affine())
+    odd = sorted(spacing.glob("*.dcm"))[2]
+    ds = pydicom.dcmread(odd)
+    ds.PixelSpacing = [2.0, 2.0]  # was read with the first slice's spacing, as one volume
+    ds.save_as(odd)
+    with pytest.raises(InputError, match=f"{odd.name}: pixel spacing 2 x 2 mm differs from 0.9 x 0.8 mm"):
+        read_patient(spacing)
+
     empty = tmp_path / "no_dicom"
     empty.mkdir()
     (empty / "a.dcm").write_bytes(b"nothing")
