@@ -47,6 +47,12 @@ def test_single_kaggle_slice_picks_up_its_mask(kaggle_patient):
         (lambda d: None, "folder is empty"),
         (lambda d: (d / "notes.txt").write_text("x"), "no kaggle_3m slices"),
         (lambda d: tifffile.imwrite(d / "P_1_mask.tif", np.zeros((8, 8), np.uint8)), "mask without its image"),
+        # one of the two was dropped unseen
+        (lambda d: [tifffile.imwrite(d / name, np.zeros((8, 8, 3), np.uint8)) for name in ("P_1.tif", "P_01.tif")],
+         "P_01.tif and P_1.tif are both slice 1; keep one"),
+        (lambda d: [tifffile.imwrite(d / name, np.zeros((8, 8), np.uint8))
+                    for name in ("P_1.tif", "P_1_mask.tif", "P_1_mask.tiff")],
+         "P_1_mask.tif and P_1_mask.tiff are both slice 1 mask"),
     ],
 )
 def test_bad_folders(tmp_path, make, message):

@@ -97,7 +97,13 @@ def kaggle_slices(folder: Path) -> tuple[str, dict[int, Path], dict[int, Path]]:
         if not m or not entry.is_file():
             continue
         pids.add(m["pid"])
-        (masks if m["mask"] else images)[int(m["n"])] = entry
+        found = masks if m["mask"] else images
+        n = int(m["n"])
+        if n in found:  # P_1.tif and P_01.tif: one would be dropped unseen
+            first, second = sorted([found[n].name, entry.name])
+            raise InputError(f"{folder}: {first} and {second} are both slice {n}{' mask' if m['mask'] else ''}; "
+                             "keep one")
+        found[n] = entry
     if not images and not masks:
         if not any(folder.iterdir()):
             raise InputError(f"{folder}: folder is empty")
