@@ -41,6 +41,14 @@ def test_single_kaggle_slice_picks_up_its_mask(kaggle_patient):
     assert st.image.shape == (1, 32, 32, 3) and st.mask.shape == (1, 32, 32) and st.mask.any()
 
 
+@pytest.mark.parametrize("mask", [np.zeros((16, 16), np.uint8), np.zeros((2, 32, 32), np.uint8)])
+def test_single_kaggle_slice_with_a_mask_of_another_shape(kaggle_patient, mask):
+    """segment then failed with numpy's 'cannot reshape array' when scoring."""
+    tifffile.imwrite(kaggle_patient / "TCGA_XX_0001_20000101_3_mask.tif", mask)
+    with pytest.raises(InputError, match="_3_mask.tif: mask shape .* does not match image shape"):
+        read_patient(kaggle_patient / "TCGA_XX_0001_20000101_3.tif")
+
+
 @pytest.mark.parametrize(
     "make, message",
     [

@@ -217,6 +217,8 @@ def read_patient(path: str | os.PathLike) -> PatientStack:
             mask = binarize_mask(_as_volume(_read_tiff(mask_path), mask_path), mask_path)
             if mask.ndim == 4:
                 mask = mask[..., 0]
+            if mask.shape != image.shape[:3]:  # scoring would fail on it
+                raise InputError(f"{mask_path}: mask shape {mask.shape} does not match image shape {image.shape[:3]}")
     pid = m["pid"] if m else p.stem
     from .tiff_geometry import tiff_info
 
