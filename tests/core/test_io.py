@@ -183,5 +183,8 @@ def test_labels_tiff_refuses_what_uint8_would_wrap_and_writes_nothing(tmp_path, 
     with pytest.raises(InputError, match=message):
         write_labels_tiff(out, labels)
     assert not out.exists()
+    with pytest.raises(InputError, match="must end with .tif or .tiff"):  # a TIFF was written as seg.png
+        write_labels_tiff(tmp_path / "seg.png", np.ones((2, 4, 4), np.uint8))
+    assert not (tmp_path / "seg.png").exists()
     write_labels_tiff(out, np.full((2, 4, 4), 255, np.int32))  # the largest value that fits
     assert tifffile.imread(out).max() == 255

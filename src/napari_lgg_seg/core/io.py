@@ -410,6 +410,8 @@ def write_labels_tiff(
 
     from .tiff_geometry import imagej_kwargs
 
+    if Path(path).suffix.lower() not in TIFF_SUFFIXES:
+        raise InputError(f"{path}: a TIFF file name must end with .tif or .tiff")
     check_not_patient_file(path)
     data = np.ascontiguousarray(as_label_volume(labels, path, "TIFF"))
     if voxel_size is not None:
