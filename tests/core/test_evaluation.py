@@ -32,6 +32,12 @@ def test_evaluate_report_and_json(tmp_path):
     assert json.loads(out.read_text())["summary"]["n_patients"] == 2
     with pytest.raises(InputError, match="patients not found"):
         evaluate(tmp_path / "data", MaskOracle(), patients=["TCGA_ZZ"])
+    # the patient id of a folder named otherwise (ids were matched to folder names only)
+    (tmp_path / "data" / "TCGA_AA_0001_1").rename(tmp_path / "data" / "second")
+    assert [p.patient for p in evaluate(tmp_path / "data", MaskOracle(), patients=["TCGA_AA_0001_1"]).patients] == [
+        "TCGA_AA_0001_1"]
+    assert len(evaluate(tmp_path / "data", MaskOracle(), patients=["second", "TCGA_AA_0000_1"]).patients) == 2
+    (tmp_path / "data" / "second").rename(tmp_path / "data" / "TCGA_AA_0001_1")
     # one id as a string, not its characters ("patients not found: 0, 1, A, C, G, T, _")
     assert [p.patient for p in evaluate(tmp_path / "data", MaskOracle(), patients="TCGA_AA_0001_1").patients] == [
         "TCGA_AA_0001_1"]

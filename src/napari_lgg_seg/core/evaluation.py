@@ -116,14 +116,22 @@ def dice_by_size(scores: Sequence[PatientScore]) -> dict[str, dict]:
     return out
 
 
+def _patient_id(folder: Path) -> str | None:
+    try:
+        return kaggle_slices(folder)[0]
+    except InputError:  # refused when it is read, if it is one of those asked for
+        return None
+
+
 def patient_folders(data_root: str | os.PathLike, patients: Sequence[str] | None = None) -> list[Path]:
     """The patient folders ``evaluate`` scores (all under ``data_root``, or ``patients``),
     checked by file name only, before any slow work, to have a mask for every slice."""
     folders = find_patient_folders(data_root)
     if patients is not None:
         wanted = {patients} if isinstance(patients, str) else set(patients)
-        folders = [f for f in folders if f.name in wanted]
-        missing = wanted - {f.name for f in folders}
+        names = {f: {f.name, _patient_id(f)} for f in folders}  # the folder's name or its slices' <ID>
+        folders = [f for f in folders if names[f] & wanted]
+        missing = wanted - set().union(*(names[f] for f in folders))
         if missing:
             raise InputError(f"{data_root}: patients not found: {', '.join(sorted(missing))}")
     for folder in folders:
