@@ -179,6 +179,10 @@ def test_tiff_voxel_size_round_trip_and_labels_marker(tmp_path):
     tifffile.imwrite(img, np.zeros((4, 8, 8), np.uint16), imagej=True, resolution=(2.0, 2.0),
                      metadata={"spacing": 3000.0, "unit": "micron", "axes": "ZYX"})
     assert tiff_info(img) == (pytest.approx((3.0, 0.0005, 0.0005)), False)
+    # Fiji writes microns as the escaped "\u00B5m" (it was never matched: the lookup is lower-cased)
+    tifffile.imwrite(img, np.zeros((4, 8, 8), np.uint16), imagej=True, resolution=(2.0, 2.0),
+                     metadata={"spacing": 3000.0, "unit": "\\u00B5m", "axes": "ZYX"})
+    assert tiff_info(img) == (pytest.approx((3.0, 0.0005, 0.0005)), False)
     plain = tmp_path / "plain.tif"
     tifffile.imwrite(plain, np.zeros((4, 8, 8), np.uint16), resolution=(72, 72), photometric="minisblack")
     assert tiff_info(plain) == (None, False) and read_patient(plain).voxel_size is None
