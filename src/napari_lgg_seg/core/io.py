@@ -464,6 +464,8 @@ def write_kaggle_masks(
     pid = check_patient_id(patient_id)
     if not out.parent.is_dir():
         raise InputError(f"{out}: folder {out.parent} does not exist")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder; kaggle_3m masks go into a folder")
     vol = np.asarray(labels)
     if vol.ndim == 2:
         vol = vol[None]
