@@ -112,6 +112,18 @@ def test_kaggle_masks_are_numbered_like_the_slices(tmp_path):
         f"TCGA_AA_0009_20000101_{i}_mask.tif" for i in range(3, 7)]
 
 
+def test_labels_written_beside_the_scans_are_not_patients(tmp_path):
+    """A labels TIFF saved next to the scans was segmented as if it were an MRI."""
+    from napari_lgg_seg import write_labels_tiff
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    tifffile.imwrite(scans / "a.tif", np.zeros((3, 32, 32), np.uint8))
+    write_labels_tiff(scans / "a_labels.tif", np.zeros((3, 32, 32), np.uint8))
+    res = segment_many([scans], tmp_path / "out", model=FlairModel())
+    assert [r.patient for r in res] == ["a"]
+
+
 def test_one_input_given_as_a_path_not_a_list(tmp_path):
     """segment_many("folder", ...) iterated the characters of the string ("/" first)."""
     patient = write_kaggle_patient(tmp_path / "data", pid="TCGA_AA_0005_20000101", n_slices=4)

@@ -97,7 +97,7 @@ def patient_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
             out.append(p)
             continue
         found = sorted(c for c in p.iterdir() if not c.name.startswith(".") and is_readable(c)
-                       and not _is_mask_file(c))
+                       and not _is_mask_file(c) and not _is_our_labels(c))
         if not found:
             raise InputError(f"{p}: no patients in this folder (kaggle_3m or DICOM folders, TIFF or NIfTI files)")
         out.extend(found)
@@ -109,6 +109,13 @@ def patient_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
             seen[key] = p
             unique.append(p)
     return unique
+
+
+def _is_our_labels(p: Path) -> bool:
+    """A labels TIFF this plugin wrote (an earlier result beside the scans), not a patient."""
+    from .tiff_geometry import tiff_info
+
+    return p.is_file() and p.suffix.lower() in TIFF_SUFFIXES and tiff_info(p)[1]
 
 
 def _is_mask_file(p: Path) -> bool:
