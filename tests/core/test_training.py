@@ -162,6 +162,15 @@ def test_out_that_is_the_model_training_starts_from_is_refused(tmp_path, small_d
     (dict(small_lesion_power=3.0), r"small-lesion power must be in \[0, 2\], not 3.0"),
     (dict(seed=-1), "seed must be a whole number, 0 or more, not -1"),  # was numpy's ValueError
     (dict(log_csv="x_1.tif"), "x_1.tif: the training log must be a .csv file"),  # CSV was appended to it
+    # accepted through the API (the CLI's argparse types refuse them), then trained badly or failed late
+    (dict(learning_rate=float("nan")), "learning rate must be a finite number above 0, not nan"),
+    (dict(min_lr=0.0), "min lr must be a finite number above 0"),
+    (dict(time_budget_min=0), "time budget must be a number of minutes above 0, not 0"),  # was: no budget
+    (dict(time_budget_min=-1.0), "time budget must be"),  # was: stop after the first epoch
+    (dict(val_fraction=1.5), r"validation and test fractions must be in \[0, 1\)"),
+    (dict(patience=0), "patience must be at least 1"),
+    (dict(positive_fraction=2.0), r"positive fraction must be in \[0, 1\]"),
+    (dict(precision="fp8"), "unknown precision 'fp8'"),
 ])
 def test_bad_training_settings(tmp_path, small_data, kw, message):
     from napari_lgg_seg.core.training import train

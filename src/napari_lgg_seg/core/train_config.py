@@ -3,6 +3,8 @@ widget and ``train()``, with the one set of checks they all use."""
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from .preprocess import MODEL_SIZE
 
 # the U-Net pools 4 times, so crops must divide by 2**4
 CROP_MULTIPLE = 16
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 @dataclass
@@ -61,6 +64,24 @@ class TrainConfig:
             raise InputError(f"{self.log_csv}: the training log must be a .csv file")
         if self.epochs < 1:
             raise InputError(f"epochs must be at least 1, not {self.epochs}")
+        for name in ("learning_rate", "min_lr"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
+                raise InputError(f"{name.replace('_', ' ')} must be a finite number above 0, not {value!r}")
+        if not (0.0 <= self.val_fraction < 1 and 0.0 <= self.test_fraction < 1):
+            raise InputError(f"validation and test fractions must be in [0, 1), not {self.val_fraction} "
+                             f"and {self.test_fraction}")
+        if self.positive_fraction is not None and not 0.0 <= self.positive_fraction <= 1.0:
+            raise InputError(f"positive fraction must be in [0, 1], not {self.positive_fraction}")
+        if self.patience < 1:
+            raise InputError(f"patience must be at least 1 epoch, not {self.patience}")
+        if self.time_budget_min is not None and not 0 < self.time_budget_min < math.inf:
+            # 0 was taken as no budget at all, a negative one stopped after the first epoch
+            raise InputError(f"time budget must be a number of minutes above 0, not {self.time_budget_min}")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"unknown precision {self.precision!r}; use {', '.join(PRECISIONS)}")
+        if self.strategy not in (None, "mirrored", "multiworker"):
+            raise InputError(f"unknown strategy {self.strategy!r}; use 'mirrored' or 'multiworker'")
         if self.batch_size < 1:
             raise InputError(f"batch size must be at least 1, not {self.batch_size}")
         if self.samples_per_epoch is not None and self.batch_size > self.samples_per_epoch:
