@@ -302,6 +302,14 @@ def test_stale_temp_files_removed_when_training_starts(tmp_path, small_data):
     assert not any(f.exists() for f in stale) and other.exists()
 
 
+def test_one_patient_id_given_as_a_string():
+    """val_patients="TCGA_AA_0001_1" was taken as the ids 'T', 'C', 'G', ..."""
+    from napari_lgg_seg.core.train_config import TrainConfig
+
+    cfg = TrainConfig(out="m.keras", val_patients="TCGA_AA_0001_1", test_patients="TCGA_AA_0002_1").validate()
+    assert cfg.val_patients == ["TCGA_AA_0001_1"] and cfg.test_patients == ["TCGA_AA_0002_1"]
+
+
 @pytest.mark.parametrize("n, val", [(4, 0.0), (2, 0.1)])
 def test_test_fraction_held_out_without_validation(tmp_path, small_data, n, val):
     """--test-fraction holds patients out also with --val-fraction 0 or fewer than 3

@@ -54,6 +54,9 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Raise InputError for settings that cannot train; the CLI, the Train widget and
         ``train()`` all call this before any data is read. Returns self."""
+        for name in ("val_patients", "test_patients"):  # one id, not its characters
+            if isinstance(getattr(self, name), str):
+                setattr(self, name, [getattr(self, name)])
         out = Path(self.out).expanduser()
         if not str(self.out).strip() or out.suffix != ".keras":
             raise InputError(f"'{self.out}': the output model must be a .keras file")
