@@ -74,6 +74,10 @@ def test_mixed_sizes_and_corrupt_files(tmp_path):
     tifffile.imwrite(tmp_path / "P_2.tif", np.zeros((9, 8, 3), np.uint8))
     with pytest.raises(InputError, match=r"P_2.tif: slice shape"):
         read_patient(tmp_path)
+    # an 8-bit slice among 16-bit ones was stacked (upcast) and normalised with their range
+    tifffile.imwrite(tmp_path / "P_2.tif", np.zeros((8, 8, 3), np.uint16))
+    with pytest.raises(InputError, match=r"P_2.tif: slice data type uint16 differs from uint8"):
+        read_patient(tmp_path)
     bad = tmp_path / "fake.tif"
     bad.write_text("this is not a tiff")
     with pytest.raises(InputError, match=r"fake.tif: not a readable TIFF"):

@@ -120,15 +120,17 @@ def _read_kaggle_folder(folder: Path) -> PatientStack:
     pid, images, masks = kaggle_slices(folder)
     order = sorted(images)
     slices = []
-    shape = None
+    shape = dtype = None
     for n in order:
         arr = _read_tiff(images[n])
         if shape is None:
-            shape = arr.shape
+            shape, dtype = arr.shape, arr.dtype
         elif arr.shape != shape:
             raise InputError(
                 f"{images[n]}: slice shape {arr.shape} differs from {shape} of the first slice"
             )
+        elif arr.dtype != dtype:  # stacked, 8-bit and 16-bit slices would be scaled as one range
+            raise InputError(f"{images[n]}: slice data type {arr.dtype} differs from {dtype} of the first slice")
         slices.append(arr)
     mask_vol = None
     unmasked = [n for n in order if n not in masks]
