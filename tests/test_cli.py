@@ -669,6 +669,10 @@ def test_segment_one_nifti_to_nifti_keeps_the_source_affine(tmp_path, capsys, fa
     assert np.allclose(back.affine, affine) and back.shape == src.shape
     assert np.array_equal(np.asarray(back.dataobj) > 0, src > 0)
     assert f"64 voxels in 1 of 5 slices, {64 * 2.5 * 0.9 * 0.8:.1f} mm^3" in stdout
+    # a --voxel-size that the file's own overrides is said so (it was silently ignored)
+    code, stdout, err = run(capsys, "segment", root / "scan.nii.gz", "-o", out, "--voxel-size", "1", "1", "1")
+    assert code == 0 and "--voxel-size is not used; the input's own voxel size is 2.5 x 0.9 x 0.8 mm" in err
+    assert f"{64 * 2.5 * 0.9 * 0.8:.1f} mm^3" in stdout
 
 
 def test_segment_sequences_as_separate_files(tmp_path, capsys, fake_model):
