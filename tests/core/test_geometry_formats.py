@@ -45,6 +45,9 @@ def test_nifti_with_three_sequences_and_plain_nii(tmp_path):
     src, affine = to_orientation(vol, ORIENTATIONS["LPS"])
     stack = read_patient(write_nifti(tmp_path / "three.nii", src, affine))
     assert stack.image.shape == (5, 12, 10, 3) and np.array_equal(stack.image, vol)
+    # ITK's three-component image (X, Y, Z, 1, 3) was refused as "3 volumes; expected ... three sequences"
+    five = read_patient(write_nifti(tmp_path / "five.nii.gz", src[:, :, :, None, :], affine))
+    assert np.array_equal(five.image, vol)
 
 
 def test_nifti_without_geometry_uses_the_voxel_size(tmp_path):
