@@ -62,7 +62,7 @@ def test_nifti_without_geometry_uses_the_voxel_size(tmp_path):
         write_labels_nifti(tmp_path / "l.nii", labels, voxel_size=(1, float("inf"), 1))
 
 
-@pytest.mark.parametrize("case", ["2d", "4d_four", "truncated", "nan", "garbage", "singular"])
+@pytest.mark.parametrize("case", ["2d", "4d_four", "truncated", "nan", "garbage", "singular", "rgb24", "huge"])
 def test_bad_nifti_gives_one_clear_error(tmp_path, case):
     f = tmp_path / f"{case}.nii.gz"
     eye = np.eye(4)
@@ -81,6 +81,11 @@ def test_bad_nifti_gives_one_clear_error(tmp_path, case):
         data[1, 1, 1] = np.nan
         write_nifti(f, data, eye)
         match = "NaN"
+    elif case in ("rgb24", "huge"):  # these errors named no file ('image: ...') and came only when segmenting
+        data = (np.zeros((4, 4, 4), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")]) if case == "rgb24"
+                else np.full((4, 4, 4), 1e300))
+        write_nifti(f, data, eye)
+        match = "is not numeric" if case == "rgb24" else "beyond the float32 range"
     elif case == "singular":  # the error did not say which file
         write_nifti(f, np.zeros((4, 4, 4), np.int16), np.diag([1e-9, 1e-9, 1e-9, 1.0]))
         match = "affine is singular"

@@ -129,6 +129,9 @@ def load_dicom_series(path: str | os.PathLike) -> tuple[np.ndarray, Geometry, st
     lps[:3, 2] = row_cos * spacing[1]
     lps[:3, 3] = placed[0][1]
     data = np.stack([_pixels(f) for _, _, f in placed])
+    from .preprocess import check_values
+
+    check_values(data, str(folder))
     name = str(getattr(ds0, "SeriesDescription", "") or getattr(ds0, "PatientID", "") or folder.name)
     try:
         return data, Geometry.from_affine(_LPS_TO_RAS @ lps, data.shape, "dicom"), name

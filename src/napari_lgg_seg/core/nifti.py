@@ -53,6 +53,9 @@ def load_nifti(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
         raise InputError(f"{p}: complex-valued NIfTI data cannot be segmented")
     if data.dtype.kind == "f" and not np.isfinite(data).all():
         raise InputError(f"{p}: NIfTI holds NaN or infinite values")
+    from .preprocess import check_values
+
+    check_values(data, str(p))  # RGB24 and other non-numbers, beyond float32: named here, not later as 'image'
     try:
         return data, Geometry.from_affine(img.affine, data.shape[:3], "nifti")
     except InputError as exc:  # a singular or non-finite affine: say which file
