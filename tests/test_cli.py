@@ -137,7 +137,8 @@ def test_usage_errors_exit_2(capsys):
     assert "between 0 and 1" in capsys.readouterr().err
     for option, value, message in [("--ema", "1.5", "between 0 and 1 (exclusive), not 1.5"),
                                    ("--positive-fraction", "2", "must be in [0, 1], not 2.0"),
-                                   ("--missing-sequence", "-1", "must be in [0, 1], not -1.0")]:
+                                   ("--missing-sequence", "-1", "must be in [0, 1], not -1.0"),
+                                   ("--seed", "-1", "must be 0 or more, not -1")]:
         with pytest.raises(SystemExit) as info:
             main(["train", "x", "--out", "m.keras", option, value])
         assert info.value.code == 2
@@ -443,6 +444,10 @@ def test_demo_missing_model(tmp_path, capsys):
     code, _, err = run(capsys, "demo", "--offline", "--model", tmp_path / "nope.keras", "--out-dir", tmp_path)
     assert_one_line_error(code, err, "nope.keras", "no such model file")
     assert not list(tmp_path.glob("*.png"))
+    # refused before --out-dir is created (an empty folder was left behind)
+    for bad in (["--model", str(tmp_path / "nope.keras")], ["--postprocess", "peak"]):
+        code, _, err = run(capsys, "demo", "--offline", *bad, "--out-dir", tmp_path / "new")
+        assert code == 1 and not (tmp_path / "new").exists()
 
 
 # --------------------------------------------------------------------------- train / evaluate
@@ -523,6 +528,12 @@ def test_train_bad_paths(tmp_path, capsys, data_root):
     code, _, err = run(capsys, "train", tmp_path / "nodata", "--out", tmp_path / "m.keras")
     assert_one_line_error(code, err, "nodata", "not a folder")
     assert not (tmp_path / "m.keras").exists()
+    # the log is appended to: a patient's slice got CSV lines at its end
+    slice_file = next(data_root.glob("*/*_1.tif"))
+    before = slice_file.read_bytes()
+    code, _, err = run(capsys, "train", data_root, "--out", tmp_path / "m.keras", "--log-csv", slice_file)
+    assert_one_line_error(code, err, slice_file.name, "must end with .csv")
+    assert slice_file.read_bytes() == before and not (tmp_path / "m.keras").exists()
 
 
 def test_evaluate_errors(tmp_path, capsys, data_root, tiny_model_path):
@@ -658,6 +669,10 @@ def test_segment_one_nifti_to_nifti_keeps_the_source_affine(tmp_path, capsys, fa
     assert np.allclose(back.affine, affine) and back.shape == src.shape
     assert np.array_equal(np.asarray(back.dataobj) > 0, src > 0)
     assert f"64 voxels in 1 of 5 slices, {64 * 2.5 * 0.9 * 0.8:.1f} mm^3" in stdout
+    # a --voxel-size that the file's own overrides is said so (it was silently ignored)
+    code, stdout, err = run(capsys, "segment", root / "scan.nii.gz", "-o", out, "--voxel-size", "1", "1", "1")
+    assert code == 0 and "--voxel-size is not used; the input's own voxel size is 2.5 x 0.9 x 0.8 mm" in err
+    assert f"{64 * 2.5 * 0.9 * 0.8:.1f} mm^3" in stdout
 
 
 def test_segment_sequences_as_separate_files(tmp_path, capsys, fake_model):

@@ -99,6 +99,63 @@ def test_nifti_output_on_the_source_grid_and_kaggle_masks(tmp_path):
         f"TCGA_AA_0000_20000101_{i}_mask.tif" for i in range(1, 5)]
 
 
+def test_kaggle_masks_are_numbered_like_the_slices(tmp_path):
+    """Slices 3..6 of a patient (1 and 2 removed) get masks _3.._6, not _1.._4 that
+    would sit beside the wrong slices."""
+    patient = write_kaggle_patient(tmp_path / "data", pid="TCGA_AA_0009_20000101", n_slices=6)
+    for n in (1, 2):
+        (patient / f"TCGA_AA_0009_20000101_{n}.tif").unlink()
+        (patient / f"TCGA_AA_0009_20000101_{n}_mask.tif").unlink()
+    out = tmp_path / "masks"
+    segment_many([patient], out, model=FlairModel(), format="kaggle-masks")
+    assert sorted(p.name for p in (out / "TCGA_AA_0009_20000101").iterdir()) == [
+        f"TCGA_AA_0009_20000101_{i}_mask.tif" for i in range(3, 7)]
+
+
+def test_labels_written_beside_the_scans_are_not_patients(tmp_path):
+    """A labels TIFF saved next to the scans was segmented as if it were an MRI."""
+    from napari_lgg_seg import write_labels_tiff
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    tifffile.imwrite(scans / "a.tif", np.zeros((3, 32, 32), np.uint8))
+    write_labels_tiff(scans / "a_labels.tif", np.zeros((3, 32, 32), np.uint8))
+    res = segment_many([scans], tmp_path / "out", model=FlairModel())
+    assert [r.patient for r in res] == ["a"]
+
+
+def test_one_input_given_as_a_path_not_a_list(tmp_path):
+    """segment_many("folder", ...) iterated the characters of the string ("/" first)."""
+    patient = write_kaggle_patient(tmp_path / "data", pid="TCGA_AA_0005_20000101", n_slices=4)
+    for given in (str(patient), patient):
+        res = segment_many(given, tmp_path / "out", model=FlairModel(), overwrite=True)
+        assert [(r.patient, r.status) for r in res] == [("TCGA_AA_0005_20000101", "done")]
+
+
+def test_interrupted_run_keeps_the_figures_of_the_patients_done(tmp_path):
+    """Ctrl-C on the second patient: the first one's row (with its Dice) is in summary.csv
+    (no summary was written, and the resumed run listed it as skipped with no figures)."""
+    root = tmp_path / "data"
+    for i in range(3):
+        write_kaggle_patient(root, pid=f"TCGA_AA_000{i}_20000101", n_slices=4, seed=i)
+
+    class Interrupted(FlairModel):
+        def predict_on_batch(self, x):
+            if self.slices >= 4:
+                raise KeyboardInterrupt
+            return super().predict_on_batch(x)
+
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        segment_many([root], out, model=Interrupted())
+    rows = list(csv.DictReader(open(out / "summary.csv")))
+    assert [(r["patient"], r["status"]) for r in rows] == [("TCGA_AA_0000_20000101", "done")]
+    assert rows[0]["dice"] != ""
+    assert not [f for f in out.iterdir() if f.name.startswith(".")]
+    res = segment_many([root], out, model=FlairModel())
+    assert [r.status for r in res] == ["skipped", "done", "done"] and str(res[0].dice) == rows[0]["dice"]
+
+
 def test_shards_split_the_patients_and_their_union_is_one_run(tmp_path):
     root, _, _ = dataset(tmp_path)
     whole = segment_many([root], tmp_path / "whole", model=FlairModel())

@@ -32,6 +32,39 @@ def test_evaluate_report_and_json(tmp_path):
     assert json.loads(out.read_text())["summary"]["n_patients"] == 2
     with pytest.raises(InputError, match="patients not found"):
         evaluate(tmp_path / "data", MaskOracle(), patients=["TCGA_ZZ"])
+    # the patient id of a folder named otherwise (ids were matched to folder names only)
+    (tmp_path / "data" / "TCGA_AA_0001_1").rename(tmp_path / "data" / "second")
+    assert [p.patient for p in evaluate(tmp_path / "data", MaskOracle(), patients=["TCGA_AA_0001_1"]).patients] == [
+        "TCGA_AA_0001_1"]
+    assert len(evaluate(tmp_path / "data", MaskOracle(), patients=["second", "TCGA_AA_0000_1"]).patients) == 2
+    (tmp_path / "data" / "second").rename(tmp_path / "data" / "TCGA_AA_0001_1")
+    # one id as a string, not its characters ("patients not found: 0, 1, A, C, G, T, _")
+    assert [p.patient for p in evaluate(tmp_path / "data", MaskOracle(), patients="TCGA_AA_0001_1").patients] == [
+        "TCGA_AA_0001_1"]
+
+
+class CountingOracle(MaskOracle):
+    def __init__(self):
+        self.calls = 0
+
+    def predict_on_batch(self, x):
+        self.calls += 1
+        return super().predict_on_batch(x)
+
+
+@pytest.mark.parametrize("drop, message", [("*_mask.tif", "no masks; evaluation needs ground truth"),
+                                            ("*_3_mask.tif", "1 of 6 slices have no mask .first: TCGA_AA_0002_1_3_mask")])
+def test_missing_masks_refused_before_any_patient_is_segmented(tmp_path, drop, message):
+    """A patient without (some) masks sorted last was found only after all the others
+    had been segmented."""
+    for i in range(3):
+        d = write_kaggle_patient(tmp_path / "data", f"TCGA_AA_000{i}_1", seed=i)
+    for f in d.glob(drop):
+        f.unlink()
+    model = CountingOracle()
+    with pytest.raises(InputError, match=message):
+        evaluate(tmp_path / "data", model)
+    assert model.calls == 0
 
 
 def test_evaluate_flair_only_segments_the_flair_channel_alone(tmp_path):

@@ -45,6 +45,9 @@ def test_nifti_with_three_sequences_and_plain_nii(tmp_path):
     src, affine = to_orientation(vol, ORIENTATIONS["LPS"])
     stack = read_patient(write_nifti(tmp_path / "three.nii", src, affine))
     assert stack.image.shape == (5, 12, 10, 3) and np.array_equal(stack.image, vol)
+    # ITK's three-component image (X, Y, Z, 1, 3) was refused as "3 volumes; expected ... three sequences"
+    five = read_patient(write_nifti(tmp_path / "five.nii.gz", src[:, :, :, None, :], affine))
+    assert np.array_equal(five.image, vol)
 
 
 def test_nifti_without_geometry_uses_the_voxel_size(tmp_path):
@@ -59,7 +62,7 @@ def test_nifti_without_geometry_uses_the_voxel_size(tmp_path):
         write_labels_nifti(tmp_path / "l.nii", labels, voxel_size=(1, float("inf"), 1))
 
 
-@pytest.mark.parametrize("case", ["2d", "4d_four", "truncated", "nan", "garbage"])
+@pytest.mark.parametrize("case", ["2d", "4d_four", "truncated", "nan", "garbage", "singular", "rgb24", "huge"])
 def test_bad_nifti_gives_one_clear_error(tmp_path, case):
     f = tmp_path / f"{case}.nii.gz"
     eye = np.eye(4)
@@ -78,6 +81,14 @@ def test_bad_nifti_gives_one_clear_error(tmp_path, case):
         data[1, 1, 1] = np.nan
         write_nifti(f, data, eye)
         match = "NaN"
+    elif case in ("rgb24", "huge"):  # these errors named no file ('image: ...') and came only when segmenting
+        data = (np.zeros((4, 4, 4), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")]) if case == "rgb24"
+                else np.full((4, 4, 4), 1e300))
+        write_nifti(f, data, eye)
+        match = "is not numeric" if case == "rgb24" else "beyond the float32 range"
+    elif case == "singular":  # the error did not say which file
+        write_nifti(f, np.zeros((4, 4, 4), np.int16), np.diag([1e-9, 1e-9, 1e-9, 1.0]))
+        match = "affine is singular"
     else:
         f.write_bytes(gzip.compress(b"not a nifti header at all" * 20))
         match = "not a readable NIfTI"
@@ -112,11 +123,34 @@ def test_dicom_bad_series(tmp_path):
     with pytest.raises(InputError, match="uneven slice positions.*missing"):
         read_patient(holes)
 
+    import pydicom
+
+    spacing = write_dicom_series(tmp_path / "spacing", vol, kaggle_affine())
+    odd = sorted(spacing.glob("*.dcm"))[2]
+    ds = pydicom.dcmread(odd)
+    ds.PixelSpacing = [2.0, 2.0]  # was read with the first slice's spacing, as one volume
+    ds.save_as(odd)
+    with pytest.raises(InputError, match=f"{odd.name}: pixel spacing 2 x 2 mm differs from 0.9 x 0.8 mm"):
+        read_patient(spacing)
+
     empty = tmp_path / "no_dicom"
     empty.mkdir()
     (empty / "a.dcm").write_bytes(b"nothing")
     with pytest.raises(InputError, match="no DICOM image files"):
         read_patient(empty)
+
+
+def test_dicom_collinear_orientation_names_the_series(tmp_path):
+    import pydicom
+
+    one = write_dicom_series(tmp_path / "one", kaggle_volume()[:1].astype(np.uint16), kaggle_affine())
+    f = next(one.glob("*.dcm"))
+    ds = pydicom.dcmread(f)
+    ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 1.0, 0.0, 0.0]  # rows and columns along one axis
+    ds.save_as(f)
+    with pytest.raises(InputError, match="affine is singular") as info:
+        read_patient(one)
+    assert str(one) in str(info.value)
 
 
 def test_stack_sequences_checks_the_grid(tmp_path):
@@ -152,6 +186,10 @@ def test_tiff_voxel_size_round_trip_and_labels_marker(tmp_path):
     img = tmp_path / "img.tif"
     tifffile.imwrite(img, np.zeros((4, 8, 8), np.uint16), imagej=True, resolution=(2.0, 2.0),
                      metadata={"spacing": 3000.0, "unit": "micron", "axes": "ZYX"})
+    assert tiff_info(img) == (pytest.approx((3.0, 0.0005, 0.0005)), False)
+    # Fiji writes microns as the escaped "\u00B5m" (it was never matched: the lookup is lower-cased)
+    tifffile.imwrite(img, np.zeros((4, 8, 8), np.uint16), imagej=True, resolution=(2.0, 2.0),
+                     metadata={"spacing": 3000.0, "unit": "\\u00B5m", "axes": "ZYX"})
     assert tiff_info(img) == (pytest.approx((3.0, 0.0005, 0.0005)), False)
     plain = tmp_path / "plain.tif"
     tifffile.imwrite(plain, np.zeros((4, 8, 8), np.uint16), resolution=(72, 72), photometric="minisblack")

@@ -83,6 +83,15 @@ def test_kaggle_masks_refuse_unsafe_patient_ids(tmp_path, pid):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_kaggle_masks_into_a_path_that_is_a_file(tmp_path):
+    """A raw FileExistsError ('[Errno 17] File exists') came out of mkdir."""
+    out = tmp_path / "P_masks"
+    out.write_bytes(b"user data")
+    with pytest.raises(InputError, match="P_masks: exists and is not a folder"):
+        write_kaggle_masks(out, np.zeros((2, 8, 8), np.uint8), "P")
+    assert out.read_bytes() == b"user data"
+
+
 def _failing_imwrite(monkeypatch, fail_at: int):
     real = tifffile.imwrite
     calls = []

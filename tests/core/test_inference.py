@@ -66,6 +66,21 @@ def test_real_keras_model_and_bad_input(tiny_model_path):
         segment_volume(np.zeros((2, 2, 8, 8, 3)), model)
 
 
+def test_model_given_as_a_path_and_bad_batch_size(tiny_model_path, tmp_path):
+    """A .keras path (as evaluate() takes) failed with "'str' object has no attribute
+    'input_shape'"; batch_size=2.5 with a TypeError from range()."""
+    from napari_lgg_seg import ModelError
+
+    vol = np.random.default_rng(0).integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)
+    expected = segment_volume(vol, load_model(tiny_model_path))
+    assert np.array_equal(segment_volume(vol, str(tiny_model_path)), expected)
+    assert np.array_equal(segment_volume(vol, tiny_model_path), expected)
+    with pytest.raises(ModelError, match="nope.keras"):
+        segment_volume(vol, str(tmp_path / "nope.keras"))
+    with pytest.raises(InputError, match="batch size must be a whole number"):
+        segment_volume(vol, ConstModel(), batch_size=2.5)
+
+
 def test_flip_tta_averages_mirrored_prediction():
     class LeftHalf(ConstModel):
         def predict_on_batch(self, x):

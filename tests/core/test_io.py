@@ -41,12 +41,26 @@ def test_single_kaggle_slice_picks_up_its_mask(kaggle_patient):
     assert st.image.shape == (1, 32, 32, 3) and st.mask.shape == (1, 32, 32) and st.mask.any()
 
 
+@pytest.mark.parametrize("mask", [np.zeros((16, 16), np.uint8), np.zeros((2, 32, 32), np.uint8)])
+def test_single_kaggle_slice_with_a_mask_of_another_shape(kaggle_patient, mask):
+    """segment then failed with numpy's 'cannot reshape array' when scoring."""
+    tifffile.imwrite(kaggle_patient / "TCGA_XX_0001_20000101_3_mask.tif", mask)
+    with pytest.raises(InputError, match="_3_mask.tif: mask shape .* does not match image shape"):
+        read_patient(kaggle_patient / "TCGA_XX_0001_20000101_3.tif")
+
+
 @pytest.mark.parametrize(
     "make, message",
     [
         (lambda d: None, "folder is empty"),
         (lambda d: (d / "notes.txt").write_text("x"), "no kaggle_3m slices"),
         (lambda d: tifffile.imwrite(d / "P_1_mask.tif", np.zeros((8, 8), np.uint8)), "mask without its image"),
+        # one of the two was dropped unseen
+        (lambda d: [tifffile.imwrite(d / name, np.zeros((8, 8, 3), np.uint8)) for name in ("P_1.tif", "P_01.tif")],
+         "P_01.tif and P_1.tif are both slice 1; keep one"),
+        (lambda d: [tifffile.imwrite(d / name, np.zeros((8, 8), np.uint8))
+                    for name in ("P_1.tif", "P_1_mask.tif", "P_1_mask.tiff")],
+         "P_1_mask.tif and P_1_mask.tiff are both slice 1 mask"),
     ],
 )
 def test_bad_folders(tmp_path, make, message):
@@ -59,6 +73,10 @@ def test_mixed_sizes_and_corrupt_files(tmp_path):
     tifffile.imwrite(tmp_path / "P_1.tif", np.zeros((8, 8, 3), np.uint8))
     tifffile.imwrite(tmp_path / "P_2.tif", np.zeros((9, 8, 3), np.uint8))
     with pytest.raises(InputError, match=r"P_2.tif: slice shape"):
+        read_patient(tmp_path)
+    # an 8-bit slice among 16-bit ones was stacked (upcast) and normalised with their range
+    tifffile.imwrite(tmp_path / "P_2.tif", np.zeros((8, 8, 3), np.uint16))
+    with pytest.raises(InputError, match=r"P_2.tif: slice data type uint16 differs from uint8"):
         read_patient(tmp_path)
     bad = tmp_path / "fake.tif"
     bad.write_text("this is not a tiff")
@@ -161,11 +179,16 @@ def test_write_masks_to_patient_folder_checks_the_slices(tmp_path):
     (np.full((2, 4, 4), 300, np.int32), "outside 0..255; TIFF labels are stored as uint8"),
     (np.full((2, 4, 4), -1, np.int16), "outside 0..255"),
     (np.zeros((1, 2, 4, 4), np.uint8), r"labels of shape \(1, 2, 4, 4\) are not a \(Z, Y, X\) volume"),
+    (np.full((2, 4, 4), 0.7), "labels hold fractions or NaN"),  # probabilities: written as all 0
+    (np.full((2, 4, 4), np.nan, np.float32), "labels hold fractions or NaN"),
 ])
 def test_labels_tiff_refuses_what_uint8_would_wrap_and_writes_nothing(tmp_path, labels, message):
     out = tmp_path / "seg.tif"
     with pytest.raises(InputError, match=message):
         write_labels_tiff(out, labels)
     assert not out.exists()
+    with pytest.raises(InputError, match="must end with .tif or .tiff"):  # a TIFF was written as seg.png
+        write_labels_tiff(tmp_path / "seg.png", np.ones((2, 4, 4), np.uint8))
+    assert not (tmp_path / "seg.png").exists()
     write_labels_tiff(out, np.full((2, 4, 4), 255, np.int32))  # the largest value that fits
     assert tifffile.imread(out).max() == 255

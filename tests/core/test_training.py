@@ -137,6 +137,20 @@ def test_init_from_file_and_wrong_architecture(tmp_path, small_data, tiny_model_
     assert not (tmp_path / "x.keras").exists()
 
 
+def test_out_that_is_the_model_training_starts_from_is_refused(tmp_path, small_data, tiny_model_path):
+    """--init-from m.keras --out m.keras: the first epoch replaced the starting model."""
+    import shutil
+
+    from napari_lgg_seg.core.training import train
+
+    start = tmp_path / "m.keras"
+    shutil.copy(tiny_model_path, start)
+    before = start.read_bytes()
+    with pytest.raises(InputError, match="is the model training starts from"):
+        train(small_data, cfg(tmp_path, init_from=str(start)), verbose=0)
+    assert start.read_bytes() == before
+
+
 @pytest.mark.parametrize("kw, message", [
     (dict(epochs=0), "epochs must be at least 1"),
     (dict(batch_size=50, samples_per_epoch=None), "larger than the 12 training slices"),
@@ -146,6 +160,17 @@ def test_init_from_file_and_wrong_architecture(tmp_path, small_data, tiny_model_
     (dict(ema_momentum=1.5), "EMA momentum must be between 0 and 1"),
     (dict(missing_sequence=-0.1), "missing-sequence share must be in"),
     (dict(small_lesion_power=3.0), r"small-lesion power must be in \[0, 2\], not 3.0"),
+    (dict(seed=-1), "seed must be a whole number, 0 or more, not -1"),  # was numpy's ValueError
+    (dict(log_csv="x_1.tif"), "x_1.tif: the training log must be a .csv file"),  # CSV was appended to it
+    # accepted through the API (the CLI's argparse types refuse them), then trained badly or failed late
+    (dict(learning_rate=float("nan")), "learning rate must be a finite number above 0, not nan"),
+    (dict(min_lr=0.0), "min lr must be a finite number above 0"),
+    (dict(time_budget_min=0), "time budget must be a number of minutes above 0, not 0"),  # was: no budget
+    (dict(time_budget_min=-1.0), "time budget must be"),  # was: stop after the first epoch
+    (dict(val_fraction=1.5), r"validation and test fractions must be in \[0, 1\)"),
+    (dict(patience=0), "patience must be at least 1"),
+    (dict(positive_fraction=2.0), r"positive fraction must be in \[0, 1\]"),
+    (dict(precision="fp8"), "unknown precision 'fp8'"),
 ])
 def test_bad_training_settings(tmp_path, small_data, kw, message):
     from napari_lgg_seg.core.training import train
@@ -275,6 +300,26 @@ def test_stale_temp_files_removed_when_training_starts(tmp_path, small_data):
     other.write_bytes(b"not ours")
     train(small_data, cfg(tmp_path), verbose=0)
     assert not any(f.exists() for f in stale) and other.exists()
+
+
+def test_one_patient_id_given_as_a_string():
+    """val_patients="TCGA_AA_0001_1" was taken as the ids 'T', 'C', 'G', ..."""
+    from napari_lgg_seg.core.train_config import TrainConfig
+
+    cfg = TrainConfig(out="m.keras", val_patients="TCGA_AA_0001_1", test_patients="TCGA_AA_0002_1").validate()
+    assert cfg.val_patients == ["TCGA_AA_0001_1"] and cfg.test_patients == ["TCGA_AA_0002_1"]
+
+
+@pytest.mark.parametrize("n, val", [(4, 0.0), (2, 0.1)])
+def test_test_fraction_held_out_without_validation(tmp_path, small_data, n, val):
+    """--test-fraction holds patients out also with --val-fraction 0 or fewer than 3
+    patients (it was ignored: every patient was trained on)."""
+    from napari_lgg_seg.core.training import train
+
+    data = small_data.subset(small_data.patient_ids()[:n])
+    r = train(data, cfg(tmp_path, val_fraction=val, test_fraction=0.5, samples_per_epoch=4), verbose=0)
+    assert len(r.split["test"]) == n // 2 and r.split["val"] == []
+    assert not set(r.split["test"]) & set(r.split["train"])
 
 
 def test_every_patient_fixed_leaves_none_for_training(tmp_path, small_data):

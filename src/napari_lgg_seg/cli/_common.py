@@ -294,7 +294,8 @@ def add_verbose(p: argparse.ArgumentParser) -> None:
 
 def add_voxel(p: argparse.ArgumentParser) -> None:
     p.add_argument("--voxel-size", type=_voxel_mm, nargs=3, metavar=("Z", "Y", "X"), default=None,
-                   help="voxel size in mm, to report the abnormality volume in mm^3")
+                   help="voxel size in mm, to report the abnormality volume in mm^3 (for input that "
+                   "does not carry its own, as NIfTI, DICOM and ImageJ TIFF do)")
 
 
 def _settings_line(model, options: dict) -> str:

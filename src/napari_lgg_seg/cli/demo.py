@@ -56,6 +56,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from ..core.sample import SampleDownloadError, load_sample_patient, make_phantom
 
+    _check_model_path(args.model)  # bad options: refused before the folder is created
+    options = _segment_options(args)
     out_dir = Path(args.out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -64,8 +66,6 @@ def run(args: argparse.Namespace) -> int:
     from ..core.io import check_writable_folder
 
     check_writable_folder(out_dir, "--out-dir")
-    _check_model_path(args.model)
-    options = _segment_options(args)
     if args.offline:
         _note("offline: using the synthetic phantom patient")
         stack = make_phantom()

@@ -45,12 +45,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.io import find_patient_folders
+    from ..core.evaluation import patient_folders
 
     report_path = _check_output(args.report, (".json",), "report") if args.report else None
     _check_model_path(args.model)
     options = _segment_options(args)
-    find_patient_folders(args.data_root)  # fail fast before loading the model
+    patient_folders(args.data_root, args.patients)  # fail fast before loading the model
     model = cli._load_engine(args.model, args.engine)
     from ..core.evaluation import evaluate
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 # the package itself: _load_engine is looked up on it at run time, so tests can replace it
@@ -145,6 +146,10 @@ def _segment_one(args: argparse.Namespace, options: dict) -> int:
     if note:
         _note(f"{stack.patient_id}: {note}; --postprocess none keeps them")
     voxel = stack.voxel_size or args.voxel_size
+    if args.voxel_size and stack.voxel_size and not all(
+            math.isclose(a, b, rel_tol=1e-6) for a, b in zip(args.voxel_size, stack.voxel_size)):
+        _note(f"{stack.patient_id}: --voxel-size is not used; the input's own voxel size is "
+              f"{' x '.join(f'{v:g}' for v in stack.voxel_size)} mm")
     if str(out).lower().endswith((".nii", ".nii.gz")) and stack.geometry is None and voxel is None:
         _note(f"{out.name}: the input has no voxel size; the NIfTI gets 1 mm voxels (give --voxel-size)")
     write_labels(out, labels, stack, args.voxel_size)

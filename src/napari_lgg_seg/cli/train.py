@@ -11,6 +11,7 @@ from ._common import (
     _check_output,
     _fraction,
     _info,
+    _non_negative_int,
     _note,
     _one_line,
     _positive_float,
@@ -60,7 +61,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="fraction of patients for validation (stratified by institution)")
     p.add_argument("--test-fraction", type=_fraction, default=0.0,
                    help="fraction of patients held out as a test set, never used in training")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split, shuffling and augmentation")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the split, shuffling and augmentation")
     p.add_argument("--crop-size", type=_positive_int, default=None, metavar="PX",
                    help="train on random PX x PX crops (faster) instead of whole 256x256 slices")
     p.add_argument("--samples-per-epoch", type=_positive_int, default=None, metavar="N",
@@ -91,7 +92,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="compute precision; the saved model is always float32")
     p.add_argument("--time-budget", type=_positive_float, default=None, metavar="MINUTES",
                    help="stop after the epoch during which this many minutes have passed")
-    p.add_argument("--log-csv", default=None, metavar="PATH", help="append per-epoch metrics to this CSV file")
+    p.add_argument("--log-csv", default=None, metavar="PATH", help="append per-epoch metrics to this .csv file")
     add_verbose(p)
     return p
 
@@ -102,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     if not root.is_dir():
         raise InputError(f"{root}: not a folder")
     if args.log_csv:
-        _check_output(args.log_csv, (), "training log")
+        _check_output(args.log_csv, (".csv",), "training log")
     from ..core.train_config import TrainConfig
 
     cfg = TrainConfig(

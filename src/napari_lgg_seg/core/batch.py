@@ -72,9 +72,15 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray, stack: PatientStac
 
         return write_labels_nifti(p, labels, stack.geometry, voxel_size=voxel or (1.0, 1.0, 1.0))
     if p.suffix == "":
-        from .io import write_kaggle_masks
+        from .io import slice_numbers, write_kaggle_masks
 
-        write_kaggle_masks(p, labels, stack.patient_id, overwrite=overwrite)
+        files = [Path(f).name for f in stack.slice_files]
+        try:  # numbered like the kaggle_3m slices read (<ID>_<n>.tif), else 1..Z
+            slice_numbers(files)
+        except InputError:
+            files = []
+        write_kaggle_masks(p, labels, stack.patient_id, overwrite=overwrite,
+                           slice_files=files if files and len(files) == len(labels) else None)
         return p
     raise InputError(f"{p}: cannot write labels as '{p.suffix}'; use .tif, .nii, .nii.gz or a folder")
 
@@ -91,7 +97,7 @@ def patient_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
             out.append(p)
             continue
         found = sorted(c for c in p.iterdir() if not c.name.startswith(".") and is_readable(c)
-                       and not _is_mask_file(c))
+                       and not _is_mask_file(c) and not _is_our_labels(c))
         if not found:
             raise InputError(f"{p}: no patients in this folder (kaggle_3m or DICOM folders, TIFF or NIfTI files)")
         out.extend(found)
@@ -103,6 +109,13 @@ def patient_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
             seen[key] = p
             unique.append(p)
     return unique
+
+
+def _is_our_labels(p: Path) -> bool:
+    """A labels TIFF this plugin wrote (an earlier result beside the scans), not a patient."""
+    from .tiff_geometry import tiff_info
+
+    return p.is_file() and p.suffix.lower() in TIFF_SUFFIXES and tiff_info(p)[1]
 
 
 def _is_mask_file(p: Path) -> bool:
@@ -244,7 +257,7 @@ def segment_many(
         raise InputError(f"{out}: exists and is not a folder")
     if not out.parent.is_dir():
         raise InputError(f"{out}: folder {out.parent} does not exist")
-    inputs = [Path(i) for i in inputs]
+    inputs = [Path(i) for i in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
     here = out.resolve()
     # an earlier OUT_DIR inside a folder of patients is ours (it has a summary), not a patient
     ours = here.is_dir() and (not any(here.iterdir()) or any(here.glob("summary*.csv")))
@@ -274,6 +287,16 @@ def segment_many(
 
         model = load_model()
     results: list[PatientResult] = []
+
+    def record(row: PatientResult) -> None:
+        # the summary on disk is kept current, so that an interrupted (Ctrl-C, killed) run loses
+        # no patient's figures; patients not reached yet keep their rows of an earlier run
+        results.append(row)
+        rest = [earlier[k] for k in keys[len(results):] if k in earlier]
+        write_summary(summary_path, [asdict(r) for r in results] + rest)
+        if on_result:
+            on_result(row)
+
     for p, key, target in todo:
         if not overwrite and _output_exists(target, format):
             row = PatientResult(key, str(p), str(target), "skipped")
@@ -282,9 +305,7 @@ def segment_many(
                 row = PatientResult(**{**{k: old.get(k) or None for k in SUMMARY_FIELDS}, "status": "skipped"})
                 row.error = row.note = ""
                 row.voxel_size_mm = old.get("voxel_size_mm", "")
-            results.append(row)
-            if on_result:
-                on_result(row)
+            record(row)
             continue
         t0 = time.monotonic()
         expected = count_slices(p)
@@ -306,9 +327,7 @@ def segment_many(
             row = PatientResult(key, str(p), str(target), "failed", seconds=round(time.monotonic() - t0, 2),
                                 error=msg)
             done_before += expected
-            results.append(row)
-            if on_result:
-                on_result(row)
+            record(row)
             continue
         done_before += labels.shape[0] if expected == 0 else expected
         vox = stack.voxel_size or voxel_size
@@ -323,8 +342,7 @@ def segment_many(
         if stack.mask is not None:
             truth = stack.mask.reshape(labels.shape)
             row.dice, row.iou = round(dice(truth, labels), 4), round(iou(truth, labels), 4)
-        results.append(row)
-        if on_result:
-            on_result(row)
-    write_summary(summary_path, [asdict(r) for r in results])
+        record(row)
+    if not results:
+        write_summary(summary_path, [])
     return results

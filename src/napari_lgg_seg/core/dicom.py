@@ -101,6 +101,10 @@ def load_dicom_series(path: str | os.PathLike) -> tuple[np.ndarray, Geometry, st
             raise InputError(f"{f}: slice orientation differs from {f0.name}; not one volume")
         if (int(ds.Rows), int(ds.Columns)) != (int(ds0.Rows), int(ds0.Columns)):
             raise InputError(f"{f}: slice size {ds.Rows}x{ds.Columns} differs from {ds0.Rows}x{ds0.Columns}")
+        ps = _floats(ds, "PixelSpacing", 2, f)
+        if not np.allclose(ps, spacing, rtol=1e-4, atol=1e-6):
+            raise InputError(f"{f}: pixel spacing {ps[0]:g} x {ps[1]:g} mm differs from {spacing[0]:g} x "
+                             f"{spacing[1]:g} mm of {f0.name}; not one volume")
         ipp = _floats(ds, "ImagePositionPatient", 3, f)
         placed.append((float(ipp @ normal), ipp, f))
     placed.sort(key=lambda t: t[0])
@@ -125,8 +129,14 @@ def load_dicom_series(path: str | os.PathLike) -> tuple[np.ndarray, Geometry, st
     lps[:3, 2] = row_cos * spacing[1]
     lps[:3, 3] = placed[0][1]
     data = np.stack([_pixels(f) for _, _, f in placed])
+    from .preprocess import check_values
+
+    check_values(data, str(folder))
     name = str(getattr(ds0, "SeriesDescription", "") or getattr(ds0, "PatientID", "") or folder.name)
-    return data, Geometry.from_affine(_LPS_TO_RAS @ lps, data.shape, "dicom"), name
+    try:
+        return data, Geometry.from_affine(_LPS_TO_RAS @ lps, data.shape, "dicom"), name
+    except InputError as exc:  # e.g. collinear ImageOrientationPatient: say which series
+        raise InputError(f"{folder}: {exc}") from None
 
 
 def _pixels(path: Path) -> np.ndarray:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .io import atomic_write, find_patient_folders, read_patient
+from .io import atomic_write, find_patient_folders, kaggle_slices, read_patient
 from .metrics import dice, iou
 from .preprocess import flair_channel
 
@@ -116,6 +116,35 @@ def dice_by_size(scores: Sequence[PatientScore]) -> dict[str, dict]:
     return out
 
 
+def _patient_id(folder: Path) -> str | None:
+    try:
+        return kaggle_slices(folder)[0]
+    except InputError:  # refused when it is read, if it is one of those asked for
+        return None
+
+
+def patient_folders(data_root: str | os.PathLike, patients: Sequence[str] | None = None) -> list[Path]:
+    """The patient folders ``evaluate`` scores (all under ``data_root``, or ``patients``),
+    checked by file name only, before any slow work, to have a mask for every slice."""
+    folders = find_patient_folders(data_root)
+    if patients is not None:
+        wanted = {patients} if isinstance(patients, str) else set(patients)
+        names = {f: {f.name, _patient_id(f)} for f in folders}  # the folder's name or its slices' <ID>
+        folders = [f for f in folders if names[f] & wanted]
+        missing = wanted - set().union(*(names[f] for f in folders))
+        if missing:
+            raise InputError(f"{data_root}: patients not found: {', '.join(sorted(missing))}")
+    for folder in folders:
+        _, images, masks = kaggle_slices(folder)
+        if not masks:
+            raise InputError(f"{folder}: no masks; evaluation needs ground truth")
+        unmasked = sorted(set(images) - set(masks))
+        if unmasked:
+            raise InputError(f"{folder}: {len(unmasked)} of {len(images)} slices have no mask (first: "
+                             f"{images[unmasked[0]].stem}_mask.tif); evaluation needs ground truth for every slice")
+    return folders
+
+
 def evaluate(
     data_root: str | os.PathLike,
     model=None,
@@ -142,13 +171,7 @@ def evaluate(
     """
     from .inference import model_label, resolve_engine, resolve_model, resolve_postprocessing, segment_volume
 
-    folders = find_patient_folders(data_root)
-    if patients is not None:
-        wanted = set(patients)
-        folders = [f for f in folders if f.name in wanted]
-        missing = wanted - {f.name for f in folders}
-        if missing:
-            raise InputError(f"{data_root}: patients not found: {', '.join(sorted(missing))}")
+    folders = patient_folders(data_root, patients)
     if isinstance(model, (str, os.PathLike)):
         from .model import load_model
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -28,6 +29,10 @@ def resolve_engine(model=None, engine: str = "auto"):
     """
     if engine not in ENGINES:
         raise InputError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if isinstance(model, (str, os.PathLike)):  # a .keras file, as evaluate() and segment_many take
+        from .model import load_model
+
+        model = load_model(model)
     if getattr(model, "engine", None) == "int8":
         if engine == "keras":
             raise InputError("engine 'keras' needs a Keras model, not an int8 engine")
@@ -162,8 +167,8 @@ def predict_probabilities(
     ``flair_model``: see ``resolve_model``.
     """
     vol, single = as_channels_last(volume)
-    if batch_size < 1:
-        raise InputError(f"batch size must be at least 1, not {batch_size}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise InputError(f"batch size must be a whole number, at least 1, not {batch_size!r}")
     model = resolve_model(vol, model, engine, flair_model)
     size = model_input_size(model)
     context = model_context(model)

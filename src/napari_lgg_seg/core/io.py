@@ -97,7 +97,13 @@ def kaggle_slices(folder: Path) -> tuple[str, dict[int, Path], dict[int, Path]]:
         if not m or not entry.is_file():
             continue
         pids.add(m["pid"])
-        (masks if m["mask"] else images)[int(m["n"])] = entry
+        found = masks if m["mask"] else images
+        n = int(m["n"])
+        if n in found:  # P_1.tif and P_01.tif: one would be dropped unseen
+            first, second = sorted([found[n].name, entry.name])
+            raise InputError(f"{folder}: {first} and {second} are both slice {n}{' mask' if m['mask'] else ''}; "
+                             "keep one")
+        found[n] = entry
     if not images and not masks:
         if not any(folder.iterdir()):
             raise InputError(f"{folder}: folder is empty")
@@ -114,15 +120,17 @@ def _read_kaggle_folder(folder: Path) -> PatientStack:
     pid, images, masks = kaggle_slices(folder)
     order = sorted(images)
     slices = []
-    shape = None
+    shape = dtype = None
     for n in order:
         arr = _read_tiff(images[n])
         if shape is None:
-            shape = arr.shape
+            shape, dtype = arr.shape, arr.dtype
         elif arr.shape != shape:
             raise InputError(
                 f"{images[n]}: slice shape {arr.shape} differs from {shape} of the first slice"
             )
+        elif arr.dtype != dtype:  # stacked, 8-bit and 16-bit slices would be scaled as one range
+            raise InputError(f"{images[n]}: slice data type {arr.dtype} differs from {dtype} of the first slice")
         slices.append(arr)
     mask_vol = None
     unmasked = [n for n in order if n not in masks]
@@ -211,6 +219,8 @@ def read_patient(path: str | os.PathLike) -> PatientStack:
             mask = binarize_mask(_as_volume(_read_tiff(mask_path), mask_path), mask_path)
             if mask.ndim == 4:
                 mask = mask[..., 0]
+            if mask.shape != image.shape[:3]:  # scoring would fail on it
+                raise InputError(f"{mask_path}: mask shape {mask.shape} does not match image shape {image.shape[:3]}")
     pid = m["pid"] if m else p.stem
     from .tiff_geometry import tiff_info
 
@@ -379,6 +389,12 @@ def as_label_volume(labels: np.ndarray, where: str | os.PathLike, fmt: str) -> n
         lab = lab[None]
     if lab.ndim != 3:
         raise InputError(f"{where}: labels of shape {lab.shape} are not a (Z, Y, X) volume")
+    if lab.dtype.kind not in "biuf":
+        raise InputError(f"{where}: labels of type {lab.dtype} are not numbers")
+    if lab.dtype.kind == "f" and lab.size and not np.array_equal(lab, np.round(lab)):
+        # probabilities, say: uint8 would truncate them to 0 (NaN: to anything)
+        raise InputError(f"{where}: labels hold fractions or NaN; {fmt} labels are whole numbers "
+                         "(threshold probabilities first)")
     if lab.size and (lab.min() < 0 or lab.max() > 255):
         raise InputError(f"{where}: labels hold values outside 0..255; {fmt} labels are stored as uint8")
     return lab.astype(np.uint8)
@@ -396,6 +412,8 @@ def write_labels_tiff(
 
     from .tiff_geometry import imagej_kwargs
 
+    if Path(path).suffix.lower() not in TIFF_SUFFIXES:
+        raise InputError(f"{path}: a TIFF file name must end with .tif or .tiff")
     check_not_patient_file(path)
     data = np.ascontiguousarray(as_label_volume(labels, path, "TIFF"))
     if voxel_size is not None:
@@ -448,6 +466,8 @@ def write_kaggle_masks(
     pid = check_patient_id(patient_id)
     if not out.parent.is_dir():
         raise InputError(f"{out}: folder {out.parent} does not exist")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder; kaggle_3m masks go into a folder")
     vol = np.asarray(labels)
     if vol.ndim == 2:
         vol = vol[None]

@@ -40,8 +40,8 @@ def load_nifti(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
         data = np.asanyarray(img.dataobj)
     except Exception as exc:  # nibabel, gzip and zlib raise many types for damaged files
         raise InputError(f"{p}: not a readable NIfTI file ({type(exc).__name__}: {_first_line(exc)})") from None
-    while data.ndim > 3 and data.shape[-1] == 1:
-        data = data[..., 0]
+    if data.ndim > 3:  # singleton time/component axes: (X, Y, Z, 1, 3) is ITK's three-component image
+        data = data.reshape(data.shape[:3] + tuple(n for n in data.shape[3:] if n != 1))
     if data.ndim < 3:
         raise InputError(f"{p}: NIfTI of shape {data.shape} is not a volume; expected 3D (or 4D with 1 or 3 sequences)")
     if data.ndim > 4 or (data.ndim == 4 and data.shape[3] != 3):
@@ -53,7 +53,13 @@ def load_nifti(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
         raise InputError(f"{p}: complex-valued NIfTI data cannot be segmented")
     if data.dtype.kind == "f" and not np.isfinite(data).all():
         raise InputError(f"{p}: NIfTI holds NaN or infinite values")
-    return data, Geometry.from_affine(img.affine, data.shape[:3], "nifti")
+    from .preprocess import check_values
+
+    check_values(data, str(p))  # RGB24 and other non-numbers, beyond float32: named here, not later as 'image'
+    try:
+        return data, Geometry.from_affine(img.affine, data.shape[:3], "nifti")
+    except InputError as exc:  # a singular or non-finite affine: say which file
+        raise InputError(f"{p}: {exc}") from None
 
 
 def read_nifti(path: str | os.PathLike):

@@ -11,7 +11,7 @@ LABELS_MARKER_KEY = "napari_lgg_seg"
 LABELS_MARKER_VALUE = "labels"
 
 _UNIT_MM = {"mm": 1.0, "millimeter": 1.0, "millimetre": 1.0, "cm": 10.0, "m": 1000.0,
-            "micron": 1e-3, "um": 1e-3, "\u00b5m": 1e-3, "\\u00B5m": 1e-3, "nm": 1e-6}
+            "micron": 1e-3, "um": 1e-3, "\u00b5m": 1e-3, "\\u00b5m": 1e-3, "nm": 1e-6}  # looked up lower-cased
 
 
 def _per_unit(tag) -> float | None:

@@ -3,6 +3,8 @@ widget and ``train()``, with the one set of checks they all use."""
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from .preprocess import MODEL_SIZE
 
 # the U-Net pools 4 times, so crops must divide by 2**4
 CROP_MULTIPLE = 16
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 @dataclass
@@ -51,13 +54,37 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Raise InputError for settings that cannot train; the CLI, the Train widget and
         ``train()`` all call this before any data is read. Returns self."""
+        for name in ("val_patients", "test_patients"):  # one id, not its characters
+            if isinstance(getattr(self, name), str):
+                setattr(self, name, [getattr(self, name)])
         out = Path(self.out).expanduser()
         if not str(self.out).strip() or out.suffix != ".keras":
             raise InputError(f"'{self.out}': the output model must be a .keras file")
         if not out.parent.is_dir():
             raise InputError(f"{out}: folder {out.parent} does not exist")
+        if self.log_csv is not None and Path(self.log_csv).suffix.lower() != ".csv":
+            # it is appended to: any other file (an image, the model) would be damaged
+            raise InputError(f"{self.log_csv}: the training log must be a .csv file")
         if self.epochs < 1:
             raise InputError(f"epochs must be at least 1, not {self.epochs}")
+        for name in ("learning_rate", "min_lr"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
+                raise InputError(f"{name.replace('_', ' ')} must be a finite number above 0, not {value!r}")
+        if not (0.0 <= self.val_fraction < 1 and 0.0 <= self.test_fraction < 1):
+            raise InputError(f"validation and test fractions must be in [0, 1), not {self.val_fraction} "
+                             f"and {self.test_fraction}")
+        if self.positive_fraction is not None and not 0.0 <= self.positive_fraction <= 1.0:
+            raise InputError(f"positive fraction must be in [0, 1], not {self.positive_fraction}")
+        if self.patience < 1:
+            raise InputError(f"patience must be at least 1 epoch, not {self.patience}")
+        if self.time_budget_min is not None and not 0 < self.time_budget_min < math.inf:
+            # 0 was taken as no budget at all, a negative one stopped after the first epoch
+            raise InputError(f"time budget must be a number of minutes above 0, not {self.time_budget_min}")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"unknown precision {self.precision!r}; use {', '.join(PRECISIONS)}")
+        if self.strategy not in (None, "mirrored", "multiworker"):
+            raise InputError(f"unknown strategy {self.strategy!r}; use 'mirrored' or 'multiworker'")
         if self.batch_size < 1:
             raise InputError(f"batch size must be at least 1, not {self.batch_size}")
         if self.samples_per_epoch is not None and self.batch_size > self.samples_per_epoch:
@@ -71,6 +98,8 @@ class TrainConfig:
                 raise InputError(
                     f"crop size {self.crop_size} is larger than the {MODEL_SIZE[0]}x{MODEL_SIZE[1]} training slices"
                 )
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise InputError(f"seed must be a whole number, 0 or more, not {self.seed!r}")
         if self.base_filters < 1:
             raise InputError(f"base filters must be at least 1, not {self.base_filters}")
         if self.lr_schedule not in ("plateau", "cosine"):
@@ -84,6 +113,11 @@ class TrainConfig:
             raise InputError(f"missing-sequence share must be in [0, 1], not {self.missing_sequence}")
         if self.ema_momentum is not None and not 0 < self.ema_momentum < 1:
             raise InputError(f"EMA momentum must be between 0 and 1, not {self.ema_momentum}")
-        if self.init_from not in ("bundled", "scratch") and not Path(self.init_from).expanduser().is_file():
-            raise InputError(f"{self.init_from}: no such model file to start from")
+        if self.init_from not in ("bundled", "scratch"):
+            start = Path(self.init_from).expanduser()
+            if not start.is_file():
+                raise InputError(f"{self.init_from}: no such model file to start from")
+            if not self.resume and out.exists() and out.resolve() == start.resolve():
+                # the first saved epoch would replace it, even if training makes it worse
+                raise InputError(f"{out}: is the model training starts from (init from); save to another file")
         return self

@@ -332,8 +332,9 @@ def train(
             "val": sorted(cfg.val_patients) if cfg.val_patients is not None else rest["val"],
             "test": sorted(cfg.test_patients) if cfg.test_patients is not None else rest["test"],
         }
-    elif len(ids) >= 3 and cfg.val_fraction > 0:
-        split = split_patients(ids, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    elif cfg.test_fraction > 0 or (len(ids) >= 3 and cfg.val_fraction > 0):
+        # a test share is held out however few the patients; validation needs 3 or more
+        split = split_patients(ids, cfg.val_fraction if len(ids) >= 3 else 0.0, cfg.test_fraction, cfg.seed)
     else:
         split = {"train": ids, "val": [], "test": []}
     train_set, val_set = slices.subset(split["train"]), slices.subset(split["val"])
