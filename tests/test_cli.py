@@ -636,6 +636,47 @@ def test_segment_folder_of_patients_reports_failure_and_resumes(tmp_path, capsys
     assert code == 1 and "0 segmented, 4 skipped, 1 failed" in stdout and "skipped" in stdout
 
 
+def test_sigterm_during_a_folder_run_unwinds_like_ctrl_c(tmp_path, capsys, monkeypatch):
+    """``kill`` (or a cluster's time limit) in the middle of a folder: exit 143 after the
+    same clean-up as Ctrl-C (the finished patients and their summary rows kept, no
+    temporary files left), and the SIGTERM handler put back afterwards."""
+    import os
+    import signal
+
+    from napari_lgg_seg import cli
+
+    class _KilledOnThirdBatch(_FlairFake):
+        calls = 0
+
+        def predict_on_batch(self, x):
+            type(self).calls += 1
+            if self.calls == 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return super().predict_on_batch(x)
+
+    monkeypatch.setattr(cli, "_load_engine", lambda path, engine: _KilledOnThirdBatch())
+    root = tmp_path / "data"
+    for i in range(4):
+        write_kaggle_patient(root, pid=f"TCGA_AA_000{i}_20000101", n_slices=4, seed=i)
+    out = tmp_path / "out"
+    def outside_handler(signum, frame):  # a regression fails here instead of killing pytest
+        pass
+
+    before = signal.signal(signal.SIGTERM, outside_handler)
+    try:
+        code, _, err = run(capsys, "segment", root, "-o", out)
+        after = signal.getsignal(signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert code == 143 and err.strip().endswith("terminated") and "Traceback" not in err
+    assert after is outside_handler
+    assert sorted(p.name for p in out.iterdir()) == [
+        "TCGA_AA_0000_20000101.tif", "TCGA_AA_0001_20000101.tif", "summary.csv"]
+    with open(out / "summary.csv", newline="") as fh:
+        done = [r["patient"] for r in csv.DictReader(fh) if r["status"] == "done"]
+    assert done == ["TCGA_AA_0000_20000101", "TCGA_AA_0001_20000101"]
+
+
 def test_segment_shards_union_equals_one_run(tmp_path, capsys, fake_model):
     root, _, _ = _patients_root(tmp_path)
     (root / "TCGA_BB_0009_20000101" / "TCGA_BB_0009_20000101_1.tif").unlink()

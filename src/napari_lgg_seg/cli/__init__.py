@@ -3,7 +3,8 @@
 TensorFlow is imported only once a subcommand needs a model, so ``--help`` and argument
 errors are fast. Errors the user can fix are printed as one line,
 ``napari-lgg-seg: error: <message>``, with exit status 1; command-line usage errors
-exit with status 2 (argparse); Ctrl-C exits with 130. Outputs are written atomically,
+exit with status 2 (argparse); Ctrl-C exits with 130 and SIGTERM (``kill``, a cluster
+scheduler's time limit) with 143, both after cleaning up. Outputs are written atomically,
 so a failed or interrupted run leaves no partial file.
 
 One module per subcommand (``segment``, ``demo``, ``train``, ``evaluate``), each with its
@@ -15,8 +16,11 @@ subcommands look ``_load_engine`` up on this package when they run, so replacing
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
+import threading
 
 from ..core.errors import Cancelled, LGGSegError
 from . import _common, demo, evaluate, segment, train
@@ -24,6 +28,7 @@ from ._common import (
     _EPILOG,
     EXIT_ERROR,
     EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
     EXIT_USAGE,
     PROG,
     ProgressBar,
@@ -31,7 +36,9 @@ from ._common import (
     _one_line,
 )
 
-__all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_USAGE", "PROG", "ProgressBar", "build_parser", "main"]
+__all__ = [
+    "EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_TERMINATED", "EXIT_USAGE", "PROG", "ProgressBar", "build_parser", "main",
+]
 
 # The subcommands load their model through cli._load_engine, so replacing it here (as the tests
 # do) replaces the model they get.
@@ -58,6 +65,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that it unwinds (temporary files of atomic
+    writes removed, a batch summary kept current) as after Ctrl-C."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated()
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    if threading.current_thread() is not threading.main_thread():  # signals go to the main thread only
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (``--help`` raises SystemExit(0))."""
     parser = build_parser()
@@ -66,10 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     # tifffile logs a warning for damaged files before raising; the one-line error says it all
     logging.getLogger("tifffile").setLevel(logging.ERROR)
     try:
-        return int(args.func(args) or 0)
+        with _terminate_as_interrupt():
+            return int(args.func(args) or 0)
     except Cancelled as exc:
         print(f"{PROG}: {_one_line(exc)}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except _Terminated:
+        print(f"{PROG}: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -18,6 +18,7 @@ PROG = "napari-lgg-seg"
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports it
 
 _EPILOG = (
     "Exit status: 0 success, 1 error (bad input, model or output path), 2 bad command line, "

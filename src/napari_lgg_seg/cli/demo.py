@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     from ..core.overview import write_overview_png
 
     png = write_overview_png(out_dir / f"{stack.patient_id}_overview.png", stack.image, stack.mask, pred)
-    _info(f"{stack.patient_id}: {stack.n_slices} slices segmented with {_model_label(model)} "
+    _info(f"{stack.patient_id}: {stack.n_slices} slice{'s' if stack.n_slices != 1 else ''} segmented with {_model_label(model)} "
           f"({_settings_line(model, options)})")
     if stack.mask is not None:
         _info(_scores_line(stack.mask, pred))

@@ -153,7 +153,7 @@ def _segment_one(args: argparse.Namespace, options: dict) -> int:
     if str(out).lower().endswith((".nii", ".nii.gz")) and stack.geometry is None and voxel is None:
         _note(f"{out.name}: the input has no voxel size; the NIfTI gets 1 mm voxels (give --voxel-size)")
     write_labels(out, labels, stack, args.voxel_size)
-    _info(f"{stack.patient_id}: {stack.n_slices} slices segmented with {_model_label(model)} "
+    _info(f"{stack.patient_id}: {stack.n_slices} slice{'s' if stack.n_slices != 1 else ''} segmented with {_model_label(model)} "
           f"({_settings_line(model, options)})")
     _info(_volume_lines(labels, voxel))
     if stack.mask is not None:
