@@ -339,3 +339,30 @@ def test_readme_widget_snippet_runs(make_napari_viewer, patient_folder):
     # the snippet ends by undoing its second run: the first run's labels and metadata are back
     assert "Restored" in w.status.value
     assert seg.metadata["settings"]["min_size"] == 0 and seg.metadata["threshold"] == pytest.approx(0.6)
+
+
+def test_console_refusals_are_readable_and_never_answer_with_an_earlier_result(make_napari_viewer,
+                                                                                error_messages):
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    flair = viewer.add_image(rng.integers(0, 255, (3, 32, 32), dtype=np.uint8), name="flair")
+    series = viewer.add_image(rng.integers(0, 255, (2, 3, 16, 16), dtype=np.uint8), name="series")
+    labels = viewer.add_labels(np.zeros((3, 32, 32), np.uint8), name="labels")
+    widget = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Segment")[1]
+    first = widget.segment(image=flair, timeout=TIMEOUT)  # the bundled model
+    assert first is not None
+
+    # a layer the image list does not offer: a message, not magicgui's "not a valid choice"
+    assert widget.segment(image=labels) is None
+    assert "'labels' is a Labels layer, not an image" in error_messages()[-1]
+    widget(image=series)
+    assert widget.wait() is None  # not the earlier run's layer
+    assert "'series'" in error_messages()[-1] and "not a slice or a volume" in error_messages()[-1]
+    assert widget.image.value is flair and widget.worker is None
+
+    # while a run goes on, another is refused and leaves that run's settings alone
+    assert widget(image=flair, batch_size=1)
+    assert widget.segment(threshold=0.3) is None
+    assert "already running" in error_messages()[-1] and widget.threshold.value == 0
+    again = widget.wait(TIMEOUT)  # the running one's layer, updated in place
+    assert again is not None and again.data is first.data and again.metadata["settings"]["batch_size"] == 1
