@@ -115,3 +115,13 @@ def test_table_lists_slices_with_abnormality_first(make_napari_viewer):
     widget.hide_empty.value = True
     assert widget.table.rowCount() == 2
     assert [r["slice"] for r in widget.rows] == [0, 1, 2, 3, 4]  # the export keeps slice order
+
+
+def test_a_layer_is_not_compared_with_itself(widget_and_viewer, error_messages):
+    widget, viewer = widget_and_viewer
+    assert widget.compute()
+    viewer.layers.remove("prediction")  # mask B's chooser falls back on the one left: 'truth'
+    assert widget.layer_a.value.name == widget.layer_b.value.name == "truth"
+    assert not widget.compute()
+    assert "both 'truth'" in error_messages()[-1] and widget.total is None and not widget.export_button.enabled
+

@@ -152,6 +152,8 @@ class MetricsWidget(QWidget):
         a, b = self.layer_a.value, self.layer_b.value
         if a is None or b is None:
             return self._fail("Choose two mask layers (Labels, or binary images)")
+        if a == b:  # e.g. after the chosen one was closed: Dice 1 would say nothing
+            return self._fail(f"Mask A and mask B are both '{a.name}'; choose two different masks")
         try:
             total, rows = compare_layers(a, b)
         except LGGSegError as exc:
