@@ -125,3 +125,17 @@ def test_a_layer_is_not_compared_with_itself(widget_and_viewer, error_messages):
     assert not widget.compute()
     assert "both 'truth'" in error_messages()[-1] and widget.total is None and not widget.export_button.enabled
 
+
+def test_row_click_goes_to_the_slice_with_the_masks_scale_and_translate(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((30, 8, 8), np.uint8), name="other patient")  # 1 mm slices from 0
+    a = np.zeros((5, 8, 8), np.uint8)
+    a[3, :2, :2] = 1
+    for name in ("truth", "prediction"):
+        viewer.add_labels(a, name=name, scale=(3, 1, 1), translate=(2, 0, 0))
+    widget = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Metrics")[1]
+    widget.set_layers("truth", "prediction")
+    assert widget.compute()
+    widget.table.cellClicked.emit(0, 0)  # slice 3 lies at z = 2 + 3 * 3 mm
+    assert widget.table_rows[0]["slice"] == 3 and viewer.dims.point[0] == pytest.approx(11)
+    assert viewer.layers["truth"].world_to_data(viewer.dims.point)[0] == pytest.approx(3)

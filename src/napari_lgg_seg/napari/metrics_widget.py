@@ -83,6 +83,7 @@ class MetricsWidget(QWidget):
         self.table_rows: list[dict] = []  # as shown: slices with abnormality first
         self.total: dict | None = None
         self._names = ("A", "B")
+        self._layer = None  # mask A of the rows shown: its slices are found in the world by its scale
 
         self.layer_a = ComboBox(name="layer_a", label="mask A", choices=self._mask_choices)
         self.layer_b = ComboBox(name="layer_b", label="mask B", choices=self._mask_choices)
@@ -158,7 +159,7 @@ class MetricsWidget(QWidget):
             total, rows = compare_layers(a, b)
         except LGGSegError as exc:
             return self._fail(str(exc))
-        self.total, self.rows, self._names = total, rows, (a.name, b.name)
+        self.total, self.rows, self._names, self._layer = total, rows, (a.name, b.name), a
         self.summary.setText(
             f"Dice {total['dice']:.4f}   IoU {total['iou']:.4f}\n"
             f"A '{a.name}': {total['voxels_a']:,} voxels;  B '{b.name}': {total['voxels_b']:,} voxels"
@@ -205,8 +206,17 @@ class MetricsWidget(QWidget):
         self.plot.draw()
 
     def _go_to_slice(self, row: int, _col: int) -> None:
-        if 0 <= row < len(self.table_rows) and self.viewer.dims.ndim >= 3:
-            self.viewer.dims.set_current_step(0, self.table_rows[row]["slice"])
+        if not (0 <= row < len(self.table_rows)) or self.viewer.dims.ndim < 3:
+            return
+        z, layer = self.table_rows[row]["slice"], self._layer
+        if layer is None or layer not in self.viewer.layers or layer.ndim < 3:
+            self.viewer.dims.set_current_step(0, z)
+            return
+        # the slice's place in the world: with the layer's scale and translate (other layers
+        # may have other voxel sizes or extents, so the world step need not be the slice)
+        centre = [z, *((n - 1) / 2 for n in layer.data.shape[1:layer.ndim])]
+        axis = self.viewer.dims.ndim - layer.ndim
+        self.viewer.dims.set_point(axis, float(layer.data_to_world(centre)[0]))
 
     def export_csv(self, path: str | Path) -> Path:
         """Write the per-slice table to ``path`` (atomically)."""
