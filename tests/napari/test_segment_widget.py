@@ -366,3 +366,19 @@ def test_console_refusals_are_readable_and_never_answer_with_an_earlier_result(m
     assert "already running" in error_messages()[-1] and widget.threshold.value == 0
     again = widget.wait(TIMEOUT)  # the running one's layer, updated in place
     assert again is not None and again.data is first.data and again.metadata["settings"]["batch_size"] == 1
+
+
+def test_closing_napari_during_a_run_stops_it_without_errors(qtbot, make_napari_viewer):
+    # pytest-qt fails the test on any exception in the Qt event loop, as napari shows them
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    viewer.add_image(rng.integers(0, 255, (60, 64, 64), dtype=np.uint8), name="flair")
+    widget = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Segment")[1]  # the bundled model
+    widget.batch_size.value = 1
+    widget.run_button.native.click()
+    seen = []
+    widget.worker.yielded.connect(seen.append)
+    qtbot.waitUntil(lambda: any(isinstance(r, Progress) for r in seen), timeout=TIMEOUT * 1000)
+    viewer.close()  # deletes the dock widgets while the worker still runs
+    assert widget.runner.wait(TIMEOUT).value == "cancelled"
+    assert widget.worker is None

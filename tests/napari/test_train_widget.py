@@ -239,3 +239,19 @@ def test_pairs_hold_layers_not_names(make_napari_viewer, viewer_with_patient, tm
 
     with pytest.raises(InputError, match="'corrected' is no longer in the viewer"):
         widget.pairs()
+
+
+def test_closing_napari_during_training_stops_it_without_errors(qtbot, viewer_with_patient, tmp_path):
+    # pytest-qt fails the test on any exception in the Qt event loop, as napari shows them
+    viewer = viewer_with_patient
+    widget = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Train / fine-tune")[1]
+    widget.source_combo.setCurrentIndex(1)
+    widget.add_pair(viewer.layers[PID], viewer.layers["ground truth"])
+    _tiny_settings(widget, tmp_path / "m.keras", epochs=100)
+    widget.start_button.click()
+    seen = []
+    widget.worker.yielded.connect(seen.append)
+    qtbot.waitUntil(lambda: any(isinstance(r, BatchEnd) for r in seen), timeout=TIMEOUT * 1000)
+    viewer.close()  # deletes the dock widgets while training still runs
+    assert widget.wait(TIMEOUT) is not None
+    assert widget.worker is None

@@ -271,7 +271,7 @@ class TrainWidget(QWidget):
         layout.addWidget(self.plot, 1)
         self.runner = TaskRunner(self.progress_bar)
         self.runner.running_changed.connect(self._set_running)
-        self.runner.finished.connect(lambda outcome: self.training_finished.emit(outcome.value))
+        self.runner.finished.connect(self._emit_finished)
         self.start_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.stop)
 
@@ -423,6 +423,12 @@ class TrainWidget(QWidget):
     def wait(self, timeout: float | None = None) -> Outcome | None:
         """Process events until training ends (for scripts); returns the outcome."""
         return self.runner.wait(timeout)
+
+    def _emit_finished(self, outcome: Outcome) -> None:
+        try:
+            self.training_finished.emit(outcome.value)
+        except RuntimeError:  # the Qt widget is gone (napari closed during training)
+            pass
 
     def _set_running(self, running: bool) -> None:
         self.start_button.setEnabled(not running)
