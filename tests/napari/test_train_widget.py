@@ -255,3 +255,24 @@ def test_closing_napari_during_training_stops_it_without_errors(qtbot, viewer_wi
     viewer.close()  # deletes the dock widgets while training still runs
     assert widget.wait(TIMEOUT) is not None
     assert widget.worker is None
+
+
+def test_output_folder_that_cannot_be_written_is_refused_before_training(viewer_with_patient, tmp_path,
+                                                                         monkeypatch, error_messages):
+    # it failed only when the first epoch ended and the model was saved (minutes on real data)
+    import errno
+
+    from napari_lgg_seg.core import io as core_io
+
+    def refuse(target, suffix):
+        raise PermissionError(errno.EACCES, "Permission denied", str(target))
+
+    viewer = viewer_with_patient
+    widget = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Train / fine-tune")[1]
+    widget.source_combo.setCurrentIndex(1)
+    widget.add_pair(viewer.layers[PID], viewer.layers["ground truth"])
+    _tiny_settings(widget, tmp_path / "m.keras")
+    monkeypatch.setattr(core_io, "temp_file_beside", refuse)  # a read-only folder, as root cannot make one
+    widget.start_button.click()
+    assert widget.worker is None
+    assert error_messages()[-1] == f"{tmp_path} (for the output model): cannot write into this folder (Permission denied)"
