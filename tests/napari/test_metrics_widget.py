@@ -139,3 +139,13 @@ def test_row_click_goes_to_the_slice_with_the_masks_scale_and_translate(make_nap
     widget.table.cellClicked.emit(0, 0)  # slice 3 lies at z = 2 + 3 * 3 mm
     assert widget.table_rows[0]["slice"] == 3 and viewer.dims.point[0] == pytest.approx(11)
     assert viewer.layers["truth"].world_to_data(viewer.dims.point)[0] == pytest.approx(3)
+
+
+def test_mask_lists_follow_renamed_layers(widget_and_viewer):
+    widget, viewer = widget_and_viewer  # 'truth' and 'prediction' were there before the widget
+    viewer.add_labels(np.zeros((3, 10, 10), np.uint8), name="later")
+    viewer.layers["prediction"].name = "model v2"
+    viewer.layers["later"].name = "edited"
+    names = [widget.layer_b.native.itemText(i) for i in range(widget.layer_b.native.count())]
+    assert sorted(names) == ["edited", "model v2", "truth"]
+    assert widget.layer_b.value.name == "model v2"  # the choice stays with its layer

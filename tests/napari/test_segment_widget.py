@@ -382,3 +382,21 @@ def test_closing_napari_during_a_run_stops_it_without_errors(qtbot, make_napari_
     viewer.close()  # deletes the dock widgets while the worker still runs
     assert widget.runner.wait(TIMEOUT).value == "cancelled"
     assert widget.worker is None
+
+
+def test_renaming_the_chosen_layers_keeps_them_chosen(make_napari_viewer):
+    # magicgui matches choices by text: a rename used to drop the chosen image's item, and
+    # the next Run segmented another layer
+    viewer = make_napari_viewer()
+    flair = viewer.add_image(np.zeros((3, 16, 16), np.uint8), name="flair")
+    pre = viewer.add_image(np.zeros((3, 16, 16), np.uint8), name="pre")
+    widget = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Segment")[1]
+    viewer.add_image(np.zeros((3, 16, 16), np.uint8), name="other")
+    widget.image.value = viewer.layers["flair"]
+    widget.pre_contrast.value = viewer.layers["pre"]
+    flair.name = "patient 7 FLAIR"
+    pre.name = "patient 7 T1"
+    assert widget.image.value.name == "patient 7 FLAIR" and widget.pre_contrast.value.name == "patient 7 T1"
+    assert widget.image.native.currentText() == "patient 7 FLAIR"
+    assert sorted(widget.image.native.itemText(i) for i in range(widget.image.native.count())) == [
+        "other", "patient 7 FLAIR", "patient 7 T1"]

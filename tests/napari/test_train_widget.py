@@ -276,3 +276,20 @@ def test_output_folder_that_cannot_be_written_is_refused_before_training(viewer_
     widget.start_button.click()
     assert widget.worker is None
     assert error_messages()[-1] == f"{tmp_path} (for the output model): cannot write into this folder (Permission denied)"
+
+
+def test_layer_lists_follow_renamed_layers(viewer_with_patient):
+    viewer = viewer_with_patient  # the patient's layers were there before the widget
+    widget = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Train / fine-tune")[1]
+    viewer.add_labels(np.zeros((6, 64, 64), np.uint8), name="later")
+    widget.pair_labels.value = viewer.layers["ground truth"]
+    viewer.layers[PID].name = "patient 1"
+    viewer.layers["later"].name = "corrected"
+    viewer.layers["ground truth"].name = "truth, corrected"
+
+    def names(combo):
+        return [combo.native.itemText(i) for i in range(combo.native.count())]
+
+    assert names(widget.pair_image) == ["patient 1"]
+    assert sorted(names(widget.pair_labels)) == ["corrected", "truth, corrected"]
+    assert widget.pair_labels.value.name == "truth, corrected"  # the choice stays with its layer

@@ -29,7 +29,7 @@ from ..core.errors import InputError, LGGSegError
 from ..core.io import atomic_write
 from ..core.metrics import dice, iou, per_slice
 from ._layers import mask_from_layer, spatial_shape
-from ._qt_common import PlotCanvas
+from ._qt_common import PlotCanvas, sync_choice_names
 
 COLUMNS = ("slice", "dice", "iou", "voxels_a", "voxels_b")
 HEADERS = ("Slice", "Dice", "IoU", "Voxels A", "Voxels B")
@@ -127,13 +127,22 @@ class MetricsWidget(QWidget):
         self.hide_empty.changed.connect(lambda *_: self._fill_table(self.rows))
         self.table.cellClicked.connect(self._go_to_slice)
         for event in ("inserted", "removed", "moved", "reordered"):
-            getattr(napari_viewer.layers.events, event).connect(self._reset_choices)
+            getattr(napari_viewer.layers.events, event).connect(self._on_layers_changed)
+        for layer in napari_viewer.layers:  # the lists show the names: follow renames
+            layer.events.name.connect(self._reset_choices)
+
+    def _on_layers_changed(self, event=None) -> None:
+        layer = getattr(event, "value", None)
+        if getattr(event, "type", "") == "inserted" and layer is not None:
+            layer.events.name.connect(self._reset_choices)
+        self._reset_choices()
 
     def _mask_choices(self, _widget=None) -> list[tuple[str, object]]:
         return [(layer.name, layer) for layer in reversed(self.viewer.layers) if _is_mask_candidate(layer)]
 
     def _reset_choices(self, *_args) -> None:
         try:
+            sync_choice_names(self.layer_a, self.layer_b)  # keep the choices of renamed layers
             self.layer_a.reset_choices()
             self.layer_b.reset_choices()
         except RuntimeError:  # the Qt widget is gone

@@ -52,7 +52,7 @@ from ._layers import (
     volume_summary,
     was_edited,
 )
-from ._qt_common import ask_yes_no
+from ._qt_common import ask_yes_no, sync_choice_names
 from ._tasks import Outcome, Progress, Result, Status, TaskRunner
 from .segment_options import SegmentOptions
 
@@ -367,8 +367,17 @@ class SegmentWidget(Container):
             layer.events.name.connect(self._reset_image_choices)
         self._reset_image_choices()
 
+    def reset_choices(self, *args) -> None:
+        """What napari calls when layers are added, removed, reordered or renamed."""
+        try:
+            sync_choice_names(self.image, self.pre_contrast, self.post_contrast)  # keep what is chosen
+        except RuntimeError:  # the Qt widget is gone
+            return
+        super().reset_choices(*args)
+
     def _reset_image_choices(self, *_args) -> None:
         try:
+            sync_choice_names(self.image, self.pre_contrast, self.post_contrast)  # keep what is chosen
             self.image.reset_choices()
         except RuntimeError:  # the Qt widget is gone
             return
