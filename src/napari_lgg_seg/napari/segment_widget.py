@@ -474,8 +474,8 @@ class SegmentWidget(Container):
 
     def _apply_voxel_size(self, image_layer, voxel) -> str:
         """Set the typed voxel size as the scale of the image and of the layers on its grid
-        (ground truth, sequences) that share its scale; an image whose file gives a voxel
-        size keeps it. Returns a note for the status."""
+        (ground truth, sequences) that share its scale, not those of another patient; an
+        image whose file gives a voxel size keeps it. Returns a note for the status."""
         own = (image_layer.metadata or {}).get("voxel_size")
         if voxel is None:
             return ""
@@ -484,7 +484,11 @@ class SegmentWidget(Container):
         old = tuple(image_layer.scale)
         scale = tuple(voxel)[-len(old):]
         shape = spatial_shape(image_layer)
+        pid = (image_layer.metadata or {}).get("patient_id")
         for layer in self.viewer.layers:
+            other = (layer.metadata or {}).get("patient_id")
+            if pid is not None and other is not None and other != pid:
+                continue  # another patient's layers, which may well have the same grid
             if (layer is image_layer or (tuple(layer.scale) == old and len(old) == layer.ndim
                                          and spatial_shape(layer) == shape)):
                 layer.scale = scale
