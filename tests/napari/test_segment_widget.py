@@ -400,3 +400,26 @@ def test_renaming_the_chosen_layers_keeps_them_chosen(make_napari_viewer):
     assert widget.image.native.currentText() == "patient 7 FLAIR"
     assert sorted(widget.image.native.itemText(i) for i in range(widget.image.native.count())) == [
         "other", "patient 7 FLAIR", "patient 7 T1"]
+
+
+def test_result_lies_on_the_image_in_the_world_with_its_rotate_shear_and_affine(make_napari_viewer):
+    # only scale and translate were copied: on an image with an affine (as other readers
+    # give) the segmentation lay elsewhere
+    viewer = make_napari_viewer()
+    affine = np.eye(4)
+    affine[1, 2], affine[:3, 3] = 0.3, (5, 7, 9)
+    image = viewer.add_image(np.random.default_rng(0).integers(0, 255, (3, 32, 32), dtype=np.uint8),
+                             name="flair", scale=(3, 0.5, 0.5), rotate=(10, 0, 0), shear=(0.1, 0, 0),
+                             affine=affine)
+    widget = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Segment")[1]
+    seg = widget.segment(TIMEOUT, image=viewer.layers["flair"])  # the bundled model
+
+    def same_place():
+        points = [(0, 0, 0), (2, 31, 0), (1, 5, 17)]
+        return all(np.allclose(seg.data_to_world(p), image.data_to_world(p)) for p in points)
+
+    assert same_place()
+    image.affine = np.eye(4)  # moved; the next run follows it
+    assert not same_place()
+    again = widget.segment(TIMEOUT)
+    assert again.data is seg.data and same_place()

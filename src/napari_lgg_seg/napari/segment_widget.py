@@ -558,11 +558,15 @@ class SegmentWidget(Container):
         if edited_meanwhile and not self._may_replace(existing):
             self.status.value = "Kept the edited segmentation; the new result was dropped."
             return False
-        scale, translate = tuple(image_layer.scale), tuple(image_layer.translate)
+        scale = tuple(image_layer.scale)
+        # on the image in the world: its scale and translate, and any rotate, shear or affine
+        placement = {"scale": scale, "translate": tuple(image_layer.translate), "rotate": image_layer.rotate,
+                     "shear": image_layer.shear, "affine": image_layer.affine.affine_matrix}
         if existing is not None:
             self._undo = _Undo(existing, meta["digest"])
             _replace_labels(existing, labels)
-            existing.scale, existing.translate = scale, translate
+            for key, value in placement.items():
+                setattr(existing, key, value)
             existing.metadata = meta  # replaced as a whole so that the change is evented
             layer, verb = existing, "Updated"
         else:
@@ -570,7 +574,7 @@ class SegmentWidget(Container):
 
             self._undo = None
             layer = self.viewer.add_labels(
-                labels, name=self.result_layer_name(image_layer), scale=scale, translate=translate,
+                labels, name=self.result_layer_name(image_layer), **placement,
                 metadata=meta, opacity=0.6, colormap=DirectLabelColormap(color_dict=SEGMENTATION_COLORS),
             )
             verb = "Added"
