@@ -261,18 +261,21 @@ def test_output_folder_that_cannot_be_written_is_refused_before_training(viewer_
                                                                          monkeypatch, error_messages):
     # it failed only when the first epoch ended and the model was saved (minutes on real data)
     import errno
+    import os
 
-    from napari_lgg_seg.core import io as core_io
+    real_open = os.open
 
-    def refuse(target, suffix):
-        raise PermissionError(errno.EACCES, "Permission denied", str(target))
+    def refusing_open(path, *args, **kwargs):  # root may write anywhere: refuse as a read-only folder does
+        if str(path).startswith(str(tmp_path)):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
 
     viewer = viewer_with_patient
     widget = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Train / fine-tune")[1]
     widget.source_combo.setCurrentIndex(1)
     widget.add_pair(viewer.layers[PID], viewer.layers["ground truth"])
     _tiny_settings(widget, tmp_path / "m.keras")
-    monkeypatch.setattr(core_io, "temp_file_beside", refuse)  # a read-only folder, as root cannot make one
+    monkeypatch.setattr(os, "open", refusing_open)
     widget.start_button.click()
     assert widget.worker is None
     assert error_messages()[-1] == f"{tmp_path} (for the output model): cannot write into this folder (Permission denied)"
