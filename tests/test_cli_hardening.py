@@ -233,6 +233,7 @@ def test_demo_unwritable_out_dir_fails_before_segmenting(tmp_path, capsys, monke
     temp file. (As root permissions do not stop writes, so creating the probe file fails
     here by patching.)"""
     from napari_lgg_seg.core import inference, io
+    from napari_lgg_seg.core import sample  # noqa: F401 - now: imported under the patch it would keep the fake
 
     def refuse(target, suffix):
         raise PermissionError(errno.EACCES, "Permission denied", str(target))

@@ -344,3 +344,32 @@ def test_train_config_checks_options_without_tensorflow(tmp_path, kw, message):
 
     with pytest.raises(InputError, match=message):
         TrainConfig(out=str(tmp_path / "m.keras"), **kw).validate()
+
+
+def test_unwritable_folder_names_the_target_not_the_temp_file(tmp_path, monkeypatch):
+    """A folder where no file can be created (read-only, no permission) gave a raw
+    OSError naming the hidden temporary file (napari showed it as a traceback)."""
+    import os
+
+    from napari_lgg_seg.napari.writer import WriteRefused, write_kaggle_masks, write_labels_tiff
+
+    ro = tmp_path / "read-only"  # root may write anywhere: refuse as a read-only folder does
+    ro.mkdir()
+    real_open, real_mkdir = os.open, os.mkdir
+
+    def refusing(real):
+        def call(path, *args, **kwargs):
+            if str(path).startswith(str(ro)):
+                raise PermissionError(errno.EACCES, "Permission denied", str(path))
+            return real(path, *args, **kwargs)
+        return call
+
+    monkeypatch.setattr(os, "open", refusing(real_open))
+    monkeypatch.setattr(os, "mkdir", refusing(real_mkdir))
+    with pytest.raises(InputError, match=rf"^{ro / 'seg.tif'}: cannot write \(Permission denied\)$"):
+        atomic_write(ro / "seg.tif", lambda tmp: tmp.write_bytes(b"x"))
+    with pytest.raises(WriteRefused, match=r"seg.tif: cannot write \(Permission denied\)"):
+        write_labels_tiff(str(ro / "seg.tif"), np.zeros((2, 4, 4), np.uint8), {"name": "seg"})
+    with pytest.raises(WriteRefused, match=r"masks: cannot write the masks \(Permission denied\)"):
+        write_kaggle_masks(str(ro / "masks"), np.zeros((2, 4, 4), np.uint8), {"name": "seg"})
+    assert list(ro.iterdir()) == []

@@ -115,3 +115,37 @@ def test_table_lists_slices_with_abnormality_first(make_napari_viewer):
     widget.hide_empty.value = True
     assert widget.table.rowCount() == 2
     assert [r["slice"] for r in widget.rows] == [0, 1, 2, 3, 4]  # the export keeps slice order
+
+
+def test_a_layer_is_not_compared_with_itself(widget_and_viewer, error_messages):
+    widget, viewer = widget_and_viewer
+    assert widget.compute()
+    viewer.layers.remove("prediction")  # mask B's chooser falls back on the one left: 'truth'
+    assert widget.layer_a.value.name == widget.layer_b.value.name == "truth"
+    assert not widget.compute()
+    assert "both 'truth'" in error_messages()[-1] and widget.total is None and not widget.export_button.enabled
+
+
+def test_row_click_goes_to_the_slice_with_the_masks_scale_and_translate(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((30, 8, 8), np.uint8), name="other patient")  # 1 mm slices from 0
+    a = np.zeros((5, 8, 8), np.uint8)
+    a[3, :2, :2] = 1
+    for name in ("truth", "prediction"):
+        viewer.add_labels(a, name=name, scale=(3, 1, 1), translate=(2, 0, 0))
+    widget = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Metrics")[1]
+    widget.set_layers("truth", "prediction")
+    assert widget.compute()
+    widget.table.cellClicked.emit(0, 0)  # slice 3 lies at z = 2 + 3 * 3 mm
+    assert widget.table_rows[0]["slice"] == 3 and viewer.dims.point[0] == pytest.approx(11)
+    assert viewer.layers["truth"].world_to_data(viewer.dims.point)[0] == pytest.approx(3)
+
+
+def test_mask_lists_follow_renamed_layers(widget_and_viewer):
+    widget, viewer = widget_and_viewer  # 'truth' and 'prediction' were there before the widget
+    viewer.add_labels(np.zeros((3, 10, 10), np.uint8), name="later")
+    viewer.layers["prediction"].name = "model v2"
+    viewer.layers["later"].name = "edited"
+    names = [widget.layer_b.native.itemText(i) for i in range(widget.layer_b.native.count())]
+    assert sorted(names) == ["edited", "model v2", "truth"]
+    assert widget.layer_b.value.name == "model v2"  # the choice stays with its layer

@@ -339,3 +339,87 @@ def test_readme_widget_snippet_runs(make_napari_viewer, patient_folder):
     # the snippet ends by undoing its second run: the first run's labels and metadata are back
     assert "Restored" in w.status.value
     assert seg.metadata["settings"]["min_size"] == 0 and seg.metadata["threshold"] == pytest.approx(0.6)
+
+
+def test_console_refusals_are_readable_and_never_answer_with_an_earlier_result(make_napari_viewer,
+                                                                                error_messages):
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    flair = viewer.add_image(rng.integers(0, 255, (3, 32, 32), dtype=np.uint8), name="flair")
+    series = viewer.add_image(rng.integers(0, 255, (2, 3, 16, 16), dtype=np.uint8), name="series")
+    labels = viewer.add_labels(np.zeros((3, 32, 32), np.uint8), name="labels")
+    widget = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Segment")[1]
+    first = widget.segment(image=flair, timeout=TIMEOUT)  # the bundled model
+    assert first is not None
+
+    # a layer the image list does not offer: a message, not magicgui's "not a valid choice"
+    assert widget.segment(image=labels) is None
+    assert "'labels' is a Labels layer, not an image" in error_messages()[-1]
+    widget(image=series)
+    assert widget.wait() is None  # not the earlier run's layer
+    assert "'series'" in error_messages()[-1] and "not a slice or a volume" in error_messages()[-1]
+    assert widget.image.value is flair and widget.worker is None
+
+    # while a run goes on, another is refused and leaves that run's settings alone
+    assert widget(image=flair, batch_size=1)
+    assert widget.segment(threshold=0.3) is None
+    assert "already running" in error_messages()[-1] and widget.threshold.value == 0
+    again = widget.wait(TIMEOUT)  # the running one's layer, updated in place
+    assert again is not None and again.data is first.data and again.metadata["settings"]["batch_size"] == 1
+
+
+def test_closing_napari_during_a_run_stops_it_without_errors(qtbot, make_napari_viewer):
+    # pytest-qt fails the test on any exception in the Qt event loop, as napari shows them
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    viewer.add_image(rng.integers(0, 255, (60, 64, 64), dtype=np.uint8), name="flair")
+    widget = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Segment")[1]  # the bundled model
+    widget.batch_size.value = 1
+    widget.run_button.native.click()
+    seen = []
+    widget.worker.yielded.connect(seen.append)
+    qtbot.waitUntil(lambda: any(isinstance(r, Progress) for r in seen), timeout=TIMEOUT * 1000)
+    viewer.close()  # deletes the dock widgets while the worker still runs
+    assert widget.runner.wait(TIMEOUT).value == "cancelled"
+    assert widget.worker is None
+
+
+def test_renaming_the_chosen_layers_keeps_them_chosen(make_napari_viewer):
+    # magicgui matches choices by text: a rename used to drop the chosen image's item, and
+    # the next Run segmented another layer
+    viewer = make_napari_viewer()
+    flair = viewer.add_image(np.zeros((3, 16, 16), np.uint8), name="flair")
+    pre = viewer.add_image(np.zeros((3, 16, 16), np.uint8), name="pre")
+    widget = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Segment")[1]
+    viewer.add_image(np.zeros((3, 16, 16), np.uint8), name="other")
+    widget.image.value = viewer.layers["flair"]
+    widget.pre_contrast.value = viewer.layers["pre"]
+    flair.name = "patient 7 FLAIR"
+    pre.name = "patient 7 T1"
+    assert widget.image.value.name == "patient 7 FLAIR" and widget.pre_contrast.value.name == "patient 7 T1"
+    assert widget.image.native.currentText() == "patient 7 FLAIR"
+    assert sorted(widget.image.native.itemText(i) for i in range(widget.image.native.count())) == [
+        "other", "patient 7 FLAIR", "patient 7 T1"]
+
+
+def test_result_lies_on_the_image_in_the_world_with_its_rotate_shear_and_affine(make_napari_viewer):
+    # only scale and translate were copied: on an image with an affine (as other readers
+    # give) the segmentation lay elsewhere
+    viewer = make_napari_viewer()
+    affine = np.eye(4)
+    affine[1, 2], affine[:3, 3] = 0.3, (5, 7, 9)
+    image = viewer.add_image(np.random.default_rng(0).integers(0, 255, (3, 32, 32), dtype=np.uint8),
+                             name="flair", scale=(3, 0.5, 0.5), rotate=(10, 0, 0), shear=(0.1, 0, 0),
+                             affine=affine)
+    widget = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Segment")[1]
+    seg = widget.segment(TIMEOUT, image=viewer.layers["flair"])  # the bundled model
+
+    def same_place():
+        points = [(0, 0, 0), (2, 31, 0), (1, 5, 17)]
+        return all(np.allclose(seg.data_to_world(p), image.data_to_world(p)) for p in points)
+
+    assert same_place()
+    image.affine = np.eye(4)  # moved; the next run follows it
+    assert not same_place()
+    again = widget.segment(TIMEOUT)
+    assert again.data is seg.data and same_place()

@@ -205,6 +205,20 @@ def test_voxel_size_flows_to_the_layers_and_mm3_shows(make_napari_viewer, patien
     assert widget.segment(TIMEOUT).scale[0] == 3
 
 
+def test_typed_voxel_size_leaves_another_patient_of_the_same_grid_alone(make_napari_viewer, tmp_path):
+    from .conftest import make_patient_folder
+
+    viewer = make_napari_viewer()
+    for pid in ("TCGA_AA_0001_20000101", "TCGA_BB_0002_20000101"):  # same slice count and size
+        viewer.open(str(make_patient_folder(tmp_path, pid=pid, n=4)), plugin="napari-lgg-seg")
+    widget = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Segment")[1]
+    seg = widget.segment(TIMEOUT, image=viewer.layers["TCGA_AA_0001_20000101"], voxel_size="3, 0.5, 0.5")
+    assert seg is not None
+    scales = {layer.name: tuple(layer.scale) for layer in viewer.layers}
+    assert scales["TCGA_AA_0001_20000101"] == scales["ground truth"] == (3, 0.5, 0.5)
+    assert scales["TCGA_BB_0002_20000101"] == scales["ground truth [1]"] == (1, 1, 1)
+
+
 def test_an_images_own_voxel_size_wins_over_the_typed_one(grey):
     viewer, widget, _ = grey
     use_as_bundled(ProbModel())

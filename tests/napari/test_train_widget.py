@@ -239,3 +239,60 @@ def test_pairs_hold_layers_not_names(make_napari_viewer, viewer_with_patient, tm
 
     with pytest.raises(InputError, match="'corrected' is no longer in the viewer"):
         widget.pairs()
+
+
+def test_closing_napari_during_training_stops_it_without_errors(qtbot, viewer_with_patient, tmp_path):
+    # pytest-qt fails the test on any exception in the Qt event loop, as napari shows them
+    viewer = viewer_with_patient
+    widget = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Train / fine-tune")[1]
+    widget.source_combo.setCurrentIndex(1)
+    widget.add_pair(viewer.layers[PID], viewer.layers["ground truth"])
+    _tiny_settings(widget, tmp_path / "m.keras", epochs=100)
+    widget.start_button.click()
+    seen = []
+    widget.worker.yielded.connect(seen.append)
+    qtbot.waitUntil(lambda: any(isinstance(r, BatchEnd) for r in seen), timeout=TIMEOUT * 1000)
+    viewer.close()  # deletes the dock widgets while training still runs
+    assert widget.wait(TIMEOUT) is not None
+    assert widget.worker is None
+
+
+def test_output_folder_that_cannot_be_written_is_refused_before_training(viewer_with_patient, tmp_path,
+                                                                         monkeypatch, error_messages):
+    # it failed only when the first epoch ended and the model was saved (minutes on real data)
+    import errno
+    import os
+
+    real_open = os.open
+
+    def refusing_open(path, *args, **kwargs):  # root may write anywhere: refuse as a read-only folder does
+        if str(path).startswith(str(tmp_path)):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    viewer = viewer_with_patient
+    widget = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Train / fine-tune")[1]
+    widget.source_combo.setCurrentIndex(1)
+    widget.add_pair(viewer.layers[PID], viewer.layers["ground truth"])
+    _tiny_settings(widget, tmp_path / "m.keras")
+    monkeypatch.setattr(os, "open", refusing_open)
+    widget.start_button.click()
+    assert widget.worker is None
+    assert error_messages()[-1] == f"{tmp_path} (for the output model): cannot write into this folder (Permission denied)"
+
+
+def test_layer_lists_follow_renamed_layers(viewer_with_patient):
+    viewer = viewer_with_patient  # the patient's layers were there before the widget
+    widget = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Train / fine-tune")[1]
+    viewer.add_labels(np.zeros((6, 64, 64), np.uint8), name="later")
+    widget.pair_labels.value = viewer.layers["ground truth"]
+    viewer.layers[PID].name = "patient 1"
+    viewer.layers["later"].name = "corrected"
+    viewer.layers["ground truth"].name = "truth, corrected"
+
+    def names(combo):
+        return [combo.native.itemText(i) for i in range(combo.native.count())]
+
+    assert names(widget.pair_image) == ["patient 1"]
+    assert sorted(names(widget.pair_labels)) == ["corrected", "truth, corrected"]
+    assert widget.pair_labels.value.name == "truth, corrected"  # the choice stays with its layer

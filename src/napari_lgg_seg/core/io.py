@@ -364,7 +364,10 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
     naming ``path``."""
     target = Path(path)
     _check_parent(target)
-    fd, tmp = temp_file_beside(target, target.suffix)
+    try:
+        fd, tmp = temp_file_beside(target, target.suffix)
+    except OSError as exc:  # a read-only folder, no permission: name the target, not the temp file
+        raise write_failure(target, exc) from None
     os.close(fd)
     try:
         write(Path(tmp))
@@ -481,9 +484,9 @@ def write_kaggle_masks(
     if existing and not overwrite:
         raise InputError(f"{existing[0]}: file exists; refusing to overwrite {len(existing)} mask file(s)")
     created = not out.exists()
-    out.mkdir(exist_ok=True)
     temps: list[Path] = []
     try:
+        out.mkdir(exist_ok=True)
         for t, sl in zip(targets, vol):
             fd, tmp = temp_file_beside(t, t.suffix)
             os.close(fd)

@@ -65,6 +65,9 @@ class TrainConfig:
         if self.log_csv is not None and Path(self.log_csv).suffix.lower() != ".csv":
             # it is appended to: any other file (an image, the model) would be damaged
             raise InputError(f"{self.log_csv}: the training log must be a .csv file")
+        from .io import check_writable_folder
+
+        check_writable_folder(out.parent, "for the output model")  # now, not after the first epoch
         if self.epochs < 1:
             raise InputError(f"epochs must be at least 1, not {self.epochs}")
         for name in ("learning_rate", "min_lr"):

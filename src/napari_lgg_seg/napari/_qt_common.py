@@ -14,6 +14,20 @@ def ask_yes_no(parent: QWidget | None, title: str, text: str) -> bool:
     return answer == QMessageBox.Yes
 
 
+def sync_choice_names(*combos) -> None:
+    """Give the layer items of magicgui ComboBoxes their layers' current names, in place.
+    magicgui matches items by their text: resetting the choices after a rename would drop
+    the renamed layer's item, and the selection would fall on another layer."""
+    from napari.layers import Layer
+
+    for combo in combos:
+        native = combo.native
+        for i in range(native.count()):
+            layer = native.itemData(i)
+            if isinstance(getattr(layer, "__wrapped__", layer), Layer) and native.itemText(i) != layer.name:
+                native.setItemText(i, layer.name)
+
+
 def theme_colors(viewer) -> dict[str, str]:
     try:
         from napari.utils.theme import get_theme

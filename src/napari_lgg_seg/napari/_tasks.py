@@ -156,6 +156,13 @@ class TaskRunner:
         self._outcome: Outcome | None = None
         self._on_report: Callable[[Any], None] = lambda record: None
         self._on_result: Callable[[Result], Outcome] = lambda result: result.outcome
+        self._gone = False  # the widget was deleted (napari closed): stop, and call it no more
+        if progress_bar is not None:
+            progress_bar.destroyed.connect(self._widget_gone)
+
+    def _widget_gone(self, *_args) -> None:
+        self._gone = True
+        self.stop_event.set()
 
     @property
     def running(self) -> bool:
@@ -235,7 +242,7 @@ class TaskRunner:
     _last: Outcome | None = None
 
     def _yielded(self, record) -> None:
-        if self._outcome is not None:  # a late report after the result arrived
+        if self._outcome is not None or self._gone:  # a late report, or no widget left to show it
             return
         self._on_report(record)
         if isinstance(record, Progress):  # last: napari's progress may process pending events
@@ -243,6 +250,9 @@ class TaskRunner:
 
     def _deliver(self, result: Result) -> None:
         if self._outcome is not None:  # aborted and errored may both arrive
+            return
+        if self._gone:  # nothing left to show it in
+            self._outcome = result.outcome
             return
         self._outcome = Outcome.ERROR
         self._outcome = self._on_result(result)
@@ -255,6 +265,9 @@ class TaskRunner:
         outcome = self._outcome or Outcome.ERROR
         self._outcome = None
         self._last = outcome
+        if self._gone:  # only wait() is left to tell
+            self.finished.emit(outcome)
+            return
         if self.progress_bar is not None:
             self.progress_bar.setRange(0, 1)
             self.progress_bar.setValue(1 if outcome is Outcome.DONE else 0)

@@ -29,7 +29,7 @@ from ..core.errors import InputError, LGGSegError
 from ..core.io import atomic_write
 from ..core.metrics import dice, iou, per_slice
 from ._layers import mask_from_layer, spatial_shape
-from ._qt_common import PlotCanvas
+from ._qt_common import PlotCanvas, sync_choice_names
 
 COLUMNS = ("slice", "dice", "iou", "voxels_a", "voxels_b")
 HEADERS = ("Slice", "Dice", "IoU", "Voxels A", "Voxels B")
@@ -83,6 +83,7 @@ class MetricsWidget(QWidget):
         self.table_rows: list[dict] = []  # as shown: slices with abnormality first
         self.total: dict | None = None
         self._names = ("A", "B")
+        self._layer = None  # mask A of the rows shown: its slices are found in the world by its scale
 
         self.layer_a = ComboBox(name="layer_a", label="mask A", choices=self._mask_choices)
         self.layer_b = ComboBox(name="layer_b", label="mask B", choices=self._mask_choices)
@@ -126,13 +127,22 @@ class MetricsWidget(QWidget):
         self.hide_empty.changed.connect(lambda *_: self._fill_table(self.rows))
         self.table.cellClicked.connect(self._go_to_slice)
         for event in ("inserted", "removed", "moved", "reordered"):
-            getattr(napari_viewer.layers.events, event).connect(self._reset_choices)
+            getattr(napari_viewer.layers.events, event).connect(self._on_layers_changed)
+        for layer in napari_viewer.layers:  # the lists show the names: follow renames
+            layer.events.name.connect(self._reset_choices)
+
+    def _on_layers_changed(self, event=None) -> None:
+        layer = getattr(event, "value", None)
+        if getattr(event, "type", "") == "inserted" and layer is not None:
+            layer.events.name.connect(self._reset_choices)
+        self._reset_choices()
 
     def _mask_choices(self, _widget=None) -> list[tuple[str, object]]:
         return [(layer.name, layer) for layer in reversed(self.viewer.layers) if _is_mask_candidate(layer)]
 
     def _reset_choices(self, *_args) -> None:
         try:
+            sync_choice_names(self.layer_a, self.layer_b)  # keep the choices of renamed layers
             self.layer_a.reset_choices()
             self.layer_b.reset_choices()
         except RuntimeError:  # the Qt widget is gone
@@ -152,11 +162,13 @@ class MetricsWidget(QWidget):
         a, b = self.layer_a.value, self.layer_b.value
         if a is None or b is None:
             return self._fail("Choose two mask layers (Labels, or binary images)")
+        if a == b:  # e.g. after the chosen one was closed: Dice 1 would say nothing
+            return self._fail(f"Mask A and mask B are both '{a.name}'; choose two different masks")
         try:
             total, rows = compare_layers(a, b)
         except LGGSegError as exc:
             return self._fail(str(exc))
-        self.total, self.rows, self._names = total, rows, (a.name, b.name)
+        self.total, self.rows, self._names, self._layer = total, rows, (a.name, b.name), a
         self.summary.setText(
             f"Dice {total['dice']:.4f}   IoU {total['iou']:.4f}\n"
             f"A '{a.name}': {total['voxels_a']:,} voxels;  B '{b.name}': {total['voxels_b']:,} voxels"
@@ -203,8 +215,17 @@ class MetricsWidget(QWidget):
         self.plot.draw()
 
     def _go_to_slice(self, row: int, _col: int) -> None:
-        if 0 <= row < len(self.table_rows) and self.viewer.dims.ndim >= 3:
-            self.viewer.dims.set_current_step(0, self.table_rows[row]["slice"])
+        if not (0 <= row < len(self.table_rows)) or self.viewer.dims.ndim < 3:
+            return
+        z, layer = self.table_rows[row]["slice"], self._layer
+        if layer is None or layer not in self.viewer.layers or layer.ndim < 3:
+            self.viewer.dims.set_current_step(0, z)
+            return
+        # the slice's place in the world: with the layer's scale and translate (other layers
+        # may have other voxel sizes or extents, so the world step need not be the slice)
+        centre = [z, *((n - 1) / 2 for n in layer.data.shape[1:layer.ndim])]
+        axis = self.viewer.dims.ndim - layer.ndim
+        self.viewer.dims.set_point(axis, float(layer.data_to_world(centre)[0]))
 
     def export_csv(self, path: str | Path) -> Path:
         """Write the per-slice table to ``path`` (atomically)."""

@@ -52,7 +52,7 @@ from ._layers import (
     volume_summary,
     was_edited,
 )
-from ._qt_common import ask_yes_no
+from ._qt_common import ask_yes_no, sync_choice_names
 from ._tasks import Outcome, Progress, Result, Status, TaskRunner
 from .segment_options import SegmentOptions
 
@@ -186,6 +186,7 @@ class SegmentWidget(Container):
         self._widget._mgui_get_native_widget().layout().addStretch(1)  # rows at the top, not spread out
         self.native.setMinimumHeight(110)
         self.runner = TaskRunner(self.progress_bar.native)
+        self._answer = None  # the Labels layer wait() returns: that of the last run started
         self._digest_at_start: str | None = None
         self._undo: _Undo | None = None
         self._watched = None
@@ -235,10 +236,13 @@ class SegmentWidget(Container):
         """The settings of the value widgets, as the core call takes them."""
         return SegmentOptions(**values_of(self.option_widgets))
 
-    def __call__(self, **values: Any) -> None:
+    def __call__(self, **values: Any) -> bool:
         """Set value widgets by name (``image=layer, threshold=0.6``) and start a run.
 
-        The run goes on in the background; ``wait()`` blocks until it ends."""
+        The run goes on in the background; ``wait()`` blocks until it ends. Returns
+        False when refused (the status says why)."""
+        if self.runner.running:  # leave the settings of the running segmentation alone
+            return self.run()
         for name in sorted(values, key=lambda n: n != "image"):  # the sequences' choices follow the image
             value = values[name]
             widget = self._value_widget(name)
@@ -246,22 +250,26 @@ class SegmentWidget(Container):
                 self.add_model_file(value)
                 continue
             if name in SEQUENCES and value is not None and value not in widget.choices:
-                self._fail(self._sequence_refusal(name, value))
-                return
+                self._answer = None
+                return self._fail(self._sequence_refusal(name, value))
+            if name == "image" and value is not None and value not in widget.choices:
+                self._answer = None
+                return self._fail(self._image_refusal(value))
             widget.value = value
-        self.run()
+        return self.run()
 
     def segment(self, timeout: float | None = None, **values: Any):
         """Blocking form of ``w(**values)`` for scripts: returns the Labels layer, or
         None when the run was cancelled, refused or failed (the status says why)."""
-        self(**values)
+        if not self(**values):
+            return None
         return self.wait(timeout)
 
     def wait(self, timeout: float | None = None):
         """Process events until the current run ends; returns its Labels layer or None."""
-        self._last_layer = None if self.runner.running else self._last_layer
+        self._answer = None if self.runner.running else self._answer
         outcome = self.runner.wait(timeout)
-        return self._last_layer if outcome is Outcome.DONE else None
+        return self._answer if outcome is Outcome.DONE else None
 
     def _value_widget(self, name: str):
         names = ["image", *SEQUENCES, "model", "model_file", *(w.name for w in self.option_widgets)]
@@ -288,6 +296,20 @@ class SegmentWidget(Container):
         return none + [(layer.name, layer) for layer in reversed(self.viewer.layers)
                        if _is_segmentable(layer) and not layer.rgb and layer is not image
                        and spatial_shape(layer) == shape]
+
+    def _image_refusal(self, layer) -> str:
+        """Why a layer cannot be the image to segment."""
+        lname = getattr(layer, "name", repr(layer))
+        if not isinstance(layer, Image):
+            return (f"'{lname}' is a {type(layer).__name__} layer, not an image; choose an image layer: "
+                    "RGB (Z, Y, X, 3) or grey (Z, Y, X)")
+        if layer not in self.viewer.layers:
+            return f"'{lname}' is not in the viewer; add it first"
+        try:
+            image_volume(layer)
+        except LGGSegError as exc:
+            return str(exc)
+        return f"'{lname}' cannot be segmented"
 
     def _sequence_refusal(self, name: str, layer) -> str:
         """Why a layer cannot be the pre-/post-contrast of the chosen image."""
@@ -345,8 +367,17 @@ class SegmentWidget(Container):
             layer.events.name.connect(self._reset_image_choices)
         self._reset_image_choices()
 
+    def reset_choices(self, *args) -> None:
+        """What napari calls when layers are added, removed, reordered or renamed."""
+        try:
+            sync_choice_names(self.image, self.pre_contrast, self.post_contrast)  # keep what is chosen
+        except RuntimeError:  # the Qt widget is gone
+            return
+        super().reset_choices(*args)
+
     def _reset_image_choices(self, *_args) -> None:
         try:
+            sync_choice_names(self.image, self.pre_contrast, self.post_contrast)  # keep what is chosen
             self.image.reset_choices()
         except RuntimeError:  # the Qt widget is gone
             return
@@ -404,7 +435,8 @@ class SegmentWidget(Container):
     def run(self, *_args) -> bool:
         """Start segmenting with the current values; False when refused (see the status)."""
         if self.runner.running:
-            return False
+            return self._fail("A segmentation is already running; wait for it to end or press Cancel")
+        self._answer = None  # whatever comes of this run, the last result does not answer it
         image_layer = self.image.value
         if image_layer is None:
             return self._fail("Choose an image layer to segment (open a patient folder first)")
@@ -442,8 +474,8 @@ class SegmentWidget(Container):
 
     def _apply_voxel_size(self, image_layer, voxel) -> str:
         """Set the typed voxel size as the scale of the image and of the layers on its grid
-        (ground truth, sequences) that share its scale; an image whose file gives a voxel
-        size keeps it. Returns a note for the status."""
+        (ground truth, sequences) that share its scale, not those of another patient; an
+        image whose file gives a voxel size keeps it. Returns a note for the status."""
         own = (image_layer.metadata or {}).get("voxel_size")
         if voxel is None:
             return ""
@@ -452,7 +484,11 @@ class SegmentWidget(Container):
         old = tuple(image_layer.scale)
         scale = tuple(voxel)[-len(old):]
         shape = spatial_shape(image_layer)
+        pid = (image_layer.metadata or {}).get("patient_id")
         for layer in self.viewer.layers:
+            other = (layer.metadata or {}).get("patient_id")
+            if pid is not None and other is not None and other != pid:
+                continue  # another patient's layers, which may well have the same grid
             if (layer is image_layer or (tuple(layer.scale) == old and len(old) == layer.ndim
                                          and spatial_shape(layer) == shape)):
                 layer.scale = scale
@@ -522,11 +558,15 @@ class SegmentWidget(Container):
         if edited_meanwhile and not self._may_replace(existing):
             self.status.value = "Kept the edited segmentation; the new result was dropped."
             return False
-        scale, translate = tuple(image_layer.scale), tuple(image_layer.translate)
+        scale = tuple(image_layer.scale)
+        # on the image in the world: its scale and translate, and any rotate, shear or affine
+        placement = {"scale": scale, "translate": tuple(image_layer.translate), "rotate": image_layer.rotate,
+                     "shear": image_layer.shear, "affine": image_layer.affine.affine_matrix}
         if existing is not None:
             self._undo = _Undo(existing, meta["digest"])
             _replace_labels(existing, labels)
-            existing.scale, existing.translate = scale, translate
+            for key, value in placement.items():
+                setattr(existing, key, value)
             existing.metadata = meta  # replaced as a whole so that the change is evented
             layer, verb = existing, "Updated"
         else:
@@ -534,13 +574,13 @@ class SegmentWidget(Container):
 
             self._undo = None
             layer = self.viewer.add_labels(
-                labels, name=self.result_layer_name(image_layer), scale=scale, translate=translate,
+                labels, name=self.result_layer_name(image_layer), **placement,
                 metadata=meta, opacity=0.6, colormap=DirectLabelColormap(color_dict=SEGMENTATION_COLORS),
             )
             verb = "Added"
             self._reference_as_contour(layer)
         self.undo_button.enabled = self._undo is not None
-        self._last_layer = layer
+        self._last_layer = self._answer = layer
         self._watch(layer)
         self.status.value = f"{verb} '{layer.name}'."
         show_info(f"{verb} '{layer.name}': {format_volume(volume_summary(labels, scale))}")

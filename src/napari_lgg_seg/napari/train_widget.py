@@ -38,7 +38,7 @@ from ..core.train_config import TrainConfig
 from . import _models
 from ._forms import SettingsStore, dataclass_widgets, values_of
 from ._layers import readable_error, stacks_from_layer_pairs
-from ._qt_common import PlotCanvas, ask_yes_no
+from ._qt_common import PlotCanvas, ask_yes_no, sync_choice_names
 from ._tasks import BatchEnd, DataRead, EpochEnd, Outcome, Result, Status, TaskRunner, TrainBegin
 
 FOLDER, LAYERS = 0, 1
@@ -206,7 +206,9 @@ class TrainWidget(QWidget):
         self.add_pair_button.clicked.connect(self._add_current_pair)
         self.remove_pair_button.clicked.connect(self._remove_pair)
         for event in ("inserted", "removed", "moved", "reordered"):
-            getattr(napari_viewer.layers.events, event).connect(self._reset_layer_choices)
+            getattr(napari_viewer.layers.events, event).connect(self._on_layers_changed)
+        for layer in napari_viewer.layers:  # the lists show the names: follow renames
+            layer.events.name.connect(self._reset_layer_choices)
 
         # settings: generated from TrainConfig
         self.init_from = ComboBox(name="init_from", label="start from", choices=[(t, k) for t, k in INIT_CHOICES])
@@ -271,7 +273,7 @@ class TrainWidget(QWidget):
         layout.addWidget(self.plot, 1)
         self.runner = TaskRunner(self.progress_bar)
         self.runner.running_changed.connect(self._set_running)
-        self.runner.finished.connect(lambda outcome: self.training_finished.emit(outcome.value))
+        self.runner.finished.connect(self._emit_finished)
         self.start_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.stop)
 
@@ -311,8 +313,15 @@ class TrainWidget(QWidget):
         self.init_file.enabled = key == "file"
         self.base_filters.enabled = key == "scratch"
 
+    def _on_layers_changed(self, event=None) -> None:
+        layer = getattr(event, "value", None)
+        if getattr(event, "type", "") == "inserted" and layer is not None:
+            layer.events.name.connect(self._reset_layer_choices)
+        self._reset_layer_choices()
+
     def _reset_layer_choices(self, *_args) -> None:
         try:
+            sync_choice_names(self.pair_image, self.pair_labels)  # keep the choices of renamed layers
             self.pair_image.reset_choices()
             self.pair_labels.reset_choices()
             self._relabel_pairs()
@@ -423,6 +432,12 @@ class TrainWidget(QWidget):
     def wait(self, timeout: float | None = None) -> Outcome | None:
         """Process events until training ends (for scripts); returns the outcome."""
         return self.runner.wait(timeout)
+
+    def _emit_finished(self, outcome: Outcome) -> None:
+        try:
+            self.training_finished.emit(outcome.value)
+        except RuntimeError:  # the Qt widget is gone (napari closed during training)
+            pass
 
     def _set_running(self, running: bool) -> None:
         self.start_button.setEnabled(not running)
