@@ -89,11 +89,22 @@ def test_stop_event_keeps_previous_model_intact(tmp_path, small_data):
     stop = threading.Event()
     stop.set()
     r = train(small_data, cfg(tmp_path), stop_event=stop, verbose=0)
-    assert r.stopped_early
-    # stopped after the first batch: the epoch ends and the model at `out` is whole
-    from napari_lgg_seg.core.model import load_model
+    # stopped after the first batch, before any epoch was whole: the file it was to replace
+    # stays as it was (as the Train widget's "Replace model file?" promises), nothing else written
+    assert r.stopped_early and r.epochs_run == 1 and r.best_epoch is None
+    assert out.read_bytes() == b"previous model bytes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras"]
 
-    assert r.epochs_run == 1 and load_model(out).input_shape == (None, 256, 256, 3)
+
+def test_stop_in_the_first_epoch_saves_a_whole_model_to_a_new_path(tmp_path, small_data):
+    from napari_lgg_seg.core.model import load_model
+    from napari_lgg_seg.core.training import train
+
+    stop = threading.Event()
+    stop.set()
+    r = train(small_data, cfg(tmp_path), stop_event=stop, verbose=0)
+    assert r.stopped_early and r.epochs_run == 1 and r.best_epoch == 0
+    assert load_model(tmp_path / "m.keras").input_shape == (None, 256, 256, 3)
     assert not list(tmp_path.glob(".m.*"))  # no temp files left behind
 
 

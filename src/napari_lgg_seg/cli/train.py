@@ -154,8 +154,9 @@ def run(args: argparse.Namespace) -> int:
         f"patients: {len(split.get('train', []))} train, {len(split.get('val', []))} validation, "
         f"{len(split.get('test', []))} test (held out)"
     )
-    if result.best_epoch is None and not out.exists():
-        _note("stopped before the first epoch ended; no model was written")
+    if result.best_epoch is None and (not out.exists() or not args.resume):
+        _note("stopped before the first epoch ended; "
+              + (f"{out} is unchanged" if out.exists() else "no model was written"))
         return EXIT_ERROR
     best = (
         f"best validation per-patient Dice {result.best_val_patient_dice:.3f} at epoch {result.best_epoch + 1}"

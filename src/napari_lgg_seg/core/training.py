@@ -146,13 +146,19 @@ class PatientDiceCallback(keras.callbacks.Callback):
 
 class CheckpointCallback(keras.callbacks.Callback):
     """Saves the best model (by ``monitor``) atomically to ``out`` and, every epoch, the
-    last model plus a state file so that an interrupted run can resume."""
+    last model plus a state file so that an interrupted run can resume.
 
-    def __init__(self, out: Path, monitor: str, mode: str, export: Callable, best: float | None = None):
+    ``keep_existing`` (a file the run is to replace): an epoch that ``stopper`` cut short
+    before this run saved anything saves nothing, so that Stop during the first epoch
+    leaves that file as it was rather than a model trained for a few batches."""
+
+    def __init__(self, out: Path, monitor: str, mode: str, export: Callable, best: float | None = None,
+                 keep_existing: bool = False, stopper: StopCallback | None = None):
         super().__init__()
         self.out, self.monitor, self.mode, self.export = out, monitor, mode, export
         self.best = best
         self.best_epoch: int | None = None
+        self.keep_existing, self.stopper = keep_existing, stopper
 
     def _better(self, value: float) -> bool:
         if self.best is None:
@@ -160,6 +166,8 @@ class CheckpointCallback(keras.callbacks.Callback):
         return value > self.best if self.mode == "max" else value < self.best
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.keep_existing and self.best_epoch is None and self.stopper is not None and self.stopper.by_user:
+            return
         logs = logs or {}
         value = logs.get(self.monitor)
         if value is not None and not math.isnan(value) and self._better(value):
@@ -179,11 +187,12 @@ class StopCallback(keras.callbacks.Callback):
         self.event = event
         self.deadline = time.monotonic() + time_budget_s if time_budget_s else None
         self.stopped = False
+        self.by_user = False  # stopped by ``event``, after a batch: the epoch is cut short
 
     def on_train_batch_end(self, batch, logs=None):
         if self.event is not None and self.event.is_set():
             self.model.stop_training = True
-            self.stopped = True
+            self.stopped = self.by_user = True
 
     def on_epoch_end(self, epoch, logs=None):
         if self.deadline is not None and time.monotonic() > self.deadline:
@@ -376,8 +385,10 @@ def train(
     val_ds = SliceDataset(val_set, cfg.batch_size, context=context) if len(val_set) else None
     monitor, mode = ("val_patient_dice", "max") if val_ds else ("loss", "min")
     stopper = StopCallback(stop_event, cfg.time_budget_min * 60 if cfg.time_budget_min else None)
+    replaces = out.exists() and not state
     checkpoint = CheckpointCallback(
-        out, monitor, mode, _float32_twin(cfg.base_filters, context), best=state["best"] if state else None
+        out, monitor, mode, _float32_twin(cfg.base_filters, context), best=state["best"] if state else None,
+        keep_existing=replaces, stopper=stopper,
     )
     cbs: list[keras.callbacks.Callback] = []
     if cfg.ema_momentum:
@@ -398,7 +409,8 @@ def train(
         )
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
     epochs_run = len(next(iter(hist.values()), []))
-    if not out.exists():  # stopped before the first epoch ended: keep nothing half-done
+    if not out.exists() or replaces and checkpoint.best_epoch is None:
+        # stopped before the first epoch ended: keep nothing half-done, and a file that was there as it was
         return TrainResult(out, None, None, epochs_run, hist, split, True, _replicas(model))
     atomic_write(
         _split_path(out), lambda tmp: tmp.write_text(json.dumps(split, indent=1))
