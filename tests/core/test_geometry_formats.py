@@ -220,3 +220,30 @@ def test_parse_voxel_size_typed_by_a_user():
     for bad in ("3, 0.5", "a, b, c", "3, -1, 1", "3, 0, 1"):
         with pytest.raises(InputError, match="voxel size"):
             parse_voxel_size(bad)
+
+
+def _shift_positions(folder, shifts):
+    """Move slice k (in position order) of a series by shifts[k] (LPS mm)."""
+    import pydicom
+
+    files = sorted(folder.glob("*.dcm"), key=lambda f: float(pydicom.dcmread(f).ImagePositionPatient[2]))
+    for f, shift in zip(files, shifts):
+        ds = pydicom.dcmread(f)
+        ds.ImagePositionPatient = [float(v) + d for v, d in zip(ds.ImagePositionPatient, shift)]
+        ds.save_as(f)
+
+
+def test_dicom_gantry_tilt_voxel_size_is_the_slice_spacing(tmp_path):
+    from napari_lgg_seg.core.metrics import abnormality_volume
+
+    vol = kaggle_volume().astype(np.uint16)
+    folder = write_dicom_series(tmp_path / "tilt", vol, kaggle_affine())  # axial, 2.5 mm apart
+    tilt = np.tan(np.deg2rad(20)) * VOXEL[0]
+    _shift_positions(folder, [(0.0, k * tilt, 0.0) for k in range(len(vol))])
+    stack = read_patient(folder)
+    assert np.array_equal(stack.image, vol)
+    assert stack.voxel_size == pytest.approx(VOXEL)  # not the 2.66 mm step from slice to slice
+    labels = np.ones(vol.shape, np.uint8)
+    assert abnormality_volume(labels, stack.voxel_size)["mm3"] == pytest.approx(
+        labels.size * abs(np.linalg.det(stack.geometry.affine[:3, :3])))
+

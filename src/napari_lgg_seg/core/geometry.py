@@ -56,11 +56,18 @@ class Geometry:
 
     @property
     def voxel_size(self) -> tuple[float, float, float]:
-        """Voxel size in mm along the kaggle (Z, Y, X) axes."""
+        """Voxel size in mm along the kaggle (Z, Y, X) axes.
+
+        Z is the distance between slice planes: with a gantry tilt (a sheared grid) the step
+        from slice to slice is longer than that, and would overstate the volume in mm^3.
+        """
         out = [0.0, 0.0, 0.0]
+        columns = [np.zeros(3)] * 3
         for src_axis, (new_axis, _flip) in enumerate(self.transform):
-            out[int(new_axis)] = round(self.source_zooms[src_axis], 6)  # headers store float32
-        return tuple(out)
+            out[int(new_axis)] = self.source_zooms[src_axis]
+            columns[int(new_axis)] = self.affine[:3, src_axis]
+        out[0] = abs(np.linalg.det(self.affine[:3, :3])) / np.linalg.norm(np.cross(columns[1], columns[2]))
+        return tuple(round(float(v), 6) for v in out)  # headers store float32
 
     @property
     def source_axcodes(self) -> tuple[str, str, str]:
