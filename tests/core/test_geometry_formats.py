@@ -247,3 +247,13 @@ def test_dicom_gantry_tilt_voxel_size_is_the_slice_spacing(tmp_path):
     assert abnormality_volume(labels, stack.voxel_size)["mm3"] == pytest.approx(
         labels.size * abs(np.linalg.det(stack.geometry.affine[:3, :3])))
 
+
+def test_dicom_slices_off_one_line_are_refused(tmp_path):
+    vol = kaggle_volume().astype(np.uint16)
+    folder = write_dicom_series(tmp_path / "two_stacks", vol, kaggle_affine())
+    _shift_positions(folder, [(0.0, 0.0, 0.0), (5.0, 0.0, 0.0)] * 2 + [(0.0, 0.0, 0.0)])
+    with pytest.raises(InputError, match="mm off the line through the other slices"):
+        read_patient(folder)
+    ok = write_dicom_series(tmp_path / "rounded", vol, kaggle_affine())
+    _shift_positions(ok, [(0.0, 0.01 * (k % 2), 0.0) for k in range(len(vol))])  # rounding in the files
+    assert np.array_equal(read_patient(ok).image, vol)
