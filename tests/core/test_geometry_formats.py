@@ -257,3 +257,23 @@ def test_dicom_slices_off_one_line_are_refused(tmp_path):
     ok = write_dicom_series(tmp_path / "rounded", vol, kaggle_affine())
     _shift_positions(ok, [(0.0, 0.01 * (k % 2), 0.0) for k in range(len(vol))])  # rounding in the files
     assert np.array_equal(read_patient(ok).image, vol)
+
+
+@pytest.mark.parametrize("unit, per_mm", [("micron", 1000.0), ("meter", 0.001)])
+def test_nifti_voxel_size_in_mm_whatever_the_header_unit(tmp_path, unit, per_mm):
+    vol = kaggle_volume()
+    src, affine = to_orientation(vol, ORIENTATIONS["LPS"])
+    affine = affine.copy()
+    affine[:3] *= per_mm  # the same grid in microns (or metres)
+    img = nib.Nifti1Image(src, affine)
+    img.header.set_xyzt_units(unit)
+    f = tmp_path / "scan.nii.gz"
+    nib.save(img, str(f))
+    stack = read_patient(f)
+    assert np.array_equal(stack.image, vol) and stack.voxel_size == pytest.approx(VOXEL)
+    g = Geometry.from_metadata(stack.geometry.as_metadata())  # napari layer metadata keeps the unit
+    assert g.voxel_size == pytest.approx(VOXEL)
+    out = write_labels_nifti(tmp_path / "labels.nii.gz", (vol > 500).astype(np.uint8), g)
+    back = nib.load(str(out))  # the source's affine and unit: overlays it in tools that read units
+    assert np.allclose(back.affine, affine) and back.header.get_xyzt_units()[0] == unit
+    assert np.array_equal(np.asarray(back.dataobj), (src > 500).astype(np.uint8))

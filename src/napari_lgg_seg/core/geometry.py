@@ -30,16 +30,18 @@ class Geometry:
     """Where a volume's voxels lie: the source's 4x4 voxel-to-RAS+ mm affine and grid shape.
 
     ``transform`` is nibabel's orientation transform from the source voxel axes to the
-    kaggle ``(Z, Y, X)`` axes.
+    kaggle ``(Z, Y, X)`` axes. ``unit_mm`` is the length of the affine's unit in mm (a NIfTI
+    header may say metres or microns); the affine itself is kept as the source has it.
     """
 
     affine: np.ndarray
     source_shape: tuple[int, int, int]
     transform: np.ndarray
     source_format: str = "nifti"
+    unit_mm: float = 1.0
 
     @classmethod
-    def from_affine(cls, affine, shape, source_format: str = "nifti") -> Geometry:
+    def from_affine(cls, affine, shape, source_format: str = "nifti", unit_mm: float = 1.0) -> Geometry:
         o = _orientation()
         aff = np.asarray(affine, dtype=np.float64)
         if aff.shape != (4, 4) or not np.all(np.isfinite(aff)):
@@ -48,11 +50,11 @@ class Geometry:
             raise InputError("the voxel-to-world affine is singular (zero voxel size or collinear axes)")
         src = o.io_orientation(aff)
         transform = o.ornt_transform(src, o.axcodes2ornt(KAGGLE_AXCODES))
-        return cls(aff, tuple(int(s) for s in shape[:3]), transform, source_format)
+        return cls(aff, tuple(int(s) for s in shape[:3]), transform, source_format, float(unit_mm))
 
     @property
     def source_zooms(self) -> tuple[float, float, float]:
-        return tuple(float(v) for v in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)))
+        return tuple(float(v) * self.unit_mm for v in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)))
 
     @property
     def voxel_size(self) -> tuple[float, float, float]:
@@ -67,6 +69,7 @@ class Geometry:
             out[int(new_axis)] = self.source_zooms[src_axis]
             columns[int(new_axis)] = self.affine[:3, src_axis]
         out[0] = abs(np.linalg.det(self.affine[:3, :3])) / np.linalg.norm(np.cross(columns[1], columns[2]))
+        out[0] *= self.unit_mm
         return tuple(round(float(v), 6) for v in out)  # headers store float32
 
     @property
@@ -105,11 +108,13 @@ class Geometry:
             "source_shape": list(self.source_shape),
             "source_format": self.source_format,
             "source_axcodes": "".join(self.source_axcodes),
+            "unit_mm": self.unit_mm,
         }
 
     @classmethod
     def from_metadata(cls, meta: dict) -> Geometry:
-        return cls.from_affine(meta["affine"], meta["source_shape"], meta.get("source_format", "nifti"))
+        return cls.from_affine(meta["affine"], meta["source_shape"], meta.get("source_format", "nifti"),
+                               float(meta.get("unit_mm", 1.0)))
 
     @staticmethod
     def _check_shape(got, want, what) -> None:

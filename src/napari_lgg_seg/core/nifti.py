@@ -13,6 +13,9 @@ from .errors import InputError
 from .geometry import Geometry, check_voxel_size, kaggle_affine_from_voxel_size
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+#: mm per unit of the header's spatial unit (xyzt_units; 'unknown' is taken as mm, as most tools do)
+_UNIT_MM = {"meter": 1000.0, "mm": 1.0, "micron": 1e-3}
+_UNIT_NAME = {v: k for k, v in _UNIT_MM.items()}
 
 
 def is_nifti_name(path: str | os.PathLike) -> bool:
@@ -57,7 +60,8 @@ def load_nifti(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
 
     check_values(data, str(p))  # RGB24 and other non-numbers, beyond float32: named here, not later as 'image'
     try:
-        return data, Geometry.from_affine(img.affine, data.shape[:3], "nifti")
+        unit_mm = _UNIT_MM.get(img.header.get_xyzt_units()[0], 1.0)
+        return data, Geometry.from_affine(img.affine, data.shape[:3], "nifti", unit_mm)
     except InputError as exc:  # a singular or non-finite affine: say which file
         raise InputError(f"{p}: {exc}") from None
 
@@ -90,14 +94,16 @@ def write_labels_nifti(
     if not is_nifti_name(p):
         raise InputError(f"{p}: a NIfTI file name must end with .nii or .nii.gz")
     lab = as_label_volume(labels, p, "NIfTI")
-    if geometry is not None:
+    unit = "mm"
+    if geometry is not None:  # the source's affine in the source's unit, so that tools that scale agree
         data, affine = geometry.to_source(lab), geometry.affine
+        unit = _UNIT_NAME.get(geometry.unit_mm, "mm")
     elif voxel_size is not None:
         data, affine = lab, kaggle_affine_from_voxel_size(check_voxel_size(voxel_size))
     else:
         raise InputError(f"{p}: no geometry or voxel size for the NIfTI affine")
     img = nib.Nifti1Image(np.ascontiguousarray(data), affine)
-    img.header.set_xyzt_units("mm")
+    img.header.set_xyzt_units(unit)
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
     payload = img.to_bytes()
