@@ -222,11 +222,11 @@ def test_parse_voxel_size_typed_by_a_user():
             parse_voxel_size(bad)
 
 
-def _shift_positions(folder, shifts):
-    """Move slice k (in position order) of a series by shifts[k] (LPS mm)."""
+def _shift_positions(folder, shifts, axis=2):
+    """Move slice k (in order of LPS coordinate ``axis``) of a series by shifts[k] (LPS mm)."""
     import pydicom
 
-    files = sorted(folder.glob("*.dcm"), key=lambda f: float(pydicom.dcmread(f).ImagePositionPatient[2]))
+    files = sorted(folder.glob("*.dcm"), key=lambda f: float(pydicom.dcmread(f).ImagePositionPatient[axis]))
     for f, shift in zip(files, shifts):
         ds = pydicom.dcmread(f)
         ds.ImagePositionPatient = [float(v) + d for v, d in zip(ds.ImagePositionPatient, shift)]
@@ -246,6 +246,13 @@ def test_dicom_gantry_tilt_voxel_size_is_the_slice_spacing(tmp_path):
     labels = np.ones(vol.shape, np.uint8)
     assert abnormality_volume(labels, stack.voxel_size)["mm3"] == pytest.approx(
         labels.size * abs(np.linalg.det(stack.geometry.affine[:3, :3])))
+    # a sagittal series tilted towards the head: X (its slice axis) is the slice spacing, Z stays
+    src, affine = to_orientation(vol, ORIENTATIONS["sagittal-LIP"])
+    sagittal = write_dicom_series(tmp_path / "sagittal", src, affine)
+    _shift_positions(sagittal, [(0.0, 0.0, k * np.tan(np.deg2rad(20)) * VOXEL[2]) for k in range(len(src))],
+                     axis=0)
+    stack = read_patient(sagittal)
+    assert np.array_equal(stack.image, vol) and stack.voxel_size == pytest.approx(VOXEL)
 
 
 def test_dicom_slices_off_one_line_are_refused(tmp_path):

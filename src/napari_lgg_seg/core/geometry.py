@@ -54,23 +54,26 @@ class Geometry:
 
     @property
     def source_zooms(self) -> tuple[float, float, float]:
-        return tuple(float(v) * self.unit_mm for v in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)))
+        """Voxel size in mm along the source voxel axes.
+
+        Along the slice axis (a DICOM series' first, a NIfTI's third) it is the distance
+        between slice planes: with a gantry tilt (a sheared grid) the step from one slice's
+        origin to the next is longer, and would overstate the volume in mm^3.
+        """
+        cols = self.affine[:3, :3]
+        zooms = np.sqrt((cols**2).sum(axis=0))
+        s = 0 if self.source_format == "dicom" else 2
+        j, k = (a for a in range(3) if a != s)
+        zooms[s] = abs(np.linalg.det(cols)) / np.linalg.norm(np.cross(cols[:, j], cols[:, k]))
+        return tuple(float(v) * self.unit_mm for v in zooms)
 
     @property
     def voxel_size(self) -> tuple[float, float, float]:
-        """Voxel size in mm along the kaggle (Z, Y, X) axes.
-
-        Z is the distance between slice planes: with a gantry tilt (a sheared grid) the step
-        from slice to slice is longer than that, and would overstate the volume in mm^3.
-        """
+        """Voxel size in mm along the kaggle (Z, Y, X) axes."""
         out = [0.0, 0.0, 0.0]
-        columns = [np.zeros(3)] * 3
         for src_axis, (new_axis, _flip) in enumerate(self.transform):
-            out[int(new_axis)] = self.source_zooms[src_axis]
-            columns[int(new_axis)] = self.affine[:3, src_axis]
-        out[0] = abs(np.linalg.det(self.affine[:3, :3])) / np.linalg.norm(np.cross(columns[1], columns[2]))
-        out[0] *= self.unit_mm
-        return tuple(round(float(v), 6) for v in out)  # headers store float32
+            out[int(new_axis)] = round(self.source_zooms[src_axis], 6)  # headers store float32
+        return tuple(out)
 
     @property
     def source_axcodes(self) -> tuple[str, str, str]:
