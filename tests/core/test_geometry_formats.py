@@ -284,3 +284,35 @@ def test_nifti_voxel_size_in_mm_whatever_the_header_unit(tmp_path, unit, per_mm)
     back = nib.load(str(out))  # the source's affine and unit: overlays it in tools that read units
     assert np.allclose(back.affine, affine) and back.header.get_xyzt_units()[0] == unit
     assert np.array_equal(np.asarray(back.dataobj), (src > 500).astype(np.uint8))
+
+
+@pytest.mark.parametrize("case", ["no codes", "qform and sform disagree", "sform only"])
+def test_nifti_labels_get_the_source_header_transforms(tmp_path, case):
+    # ITK-SNAP and 3D Slicer take the qform where nibabel takes the sform, and a file with
+    # both codes 0 gets pixdim scaling in ITK but nibabel's flipped, centred affine: the
+    # labels overlay the source in every viewer only with the source's own qform, sform, codes
+    vol = kaggle_volume()
+    src, affine = to_orientation(vol, ORIENTATIONS["RAS"])
+    img = nib.Nifti1Image(src, affine)
+    if case == "no codes":
+        img.set_qform(None, code=0)
+        img.set_sform(None, code=0)
+    elif case == "qform and sform disagree":
+        turn = np.array([[0.0, -1, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+        img.set_qform(turn @ affine, code=1)
+        img.set_sform(affine, code=2)
+    else:
+        img.set_qform(None, code=0)
+        img.set_sform(affine, code=4)
+    f = tmp_path / "scan.nii"
+    nib.save(img, str(f))
+    stack = read_patient(f)
+    g = Geometry.from_metadata(stack.geometry.as_metadata())
+    out = write_labels_nifti(tmp_path / "labels.nii.gz", (stack.image > 500).astype(np.uint8), g)
+    a, b = nib.load(str(f)).header, nib.load(str(out)).header
+    assert (int(b["qform_code"]), int(b["sform_code"])) == (int(a["qform_code"]), int(a["sform_code"]))
+    assert np.allclose(b.get_qform(), a.get_qform()) and np.allclose(b.get_best_affine(), a.get_best_affine())
+    if int(a["sform_code"]):
+        assert np.allclose(b.get_sform(), a.get_sform())
+    assert np.allclose(b.get_zooms()[:3], a.get_zooms()[:3])
+    assert np.array_equal(np.asarray(nib.load(str(out)).dataobj), (src > 500).astype(np.uint8))

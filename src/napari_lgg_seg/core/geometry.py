@@ -32,6 +32,8 @@ class Geometry:
     ``transform`` is nibabel's orientation transform from the source voxel axes to the
     kaggle ``(Z, Y, X)`` axes. ``unit_mm`` is the length of the affine's unit in mm (a NIfTI
     header may say metres or microns); the affine itself is kept as the source has it.
+    ``nifti_xforms`` holds a NIfTI source's own qform and sform with their codes (both 0,
+    or disagreeing), so that labels get the same header and overlay it in every viewer.
     """
 
     affine: np.ndarray
@@ -39,9 +41,11 @@ class Geometry:
     transform: np.ndarray
     source_format: str = "nifti"
     unit_mm: float = 1.0
+    nifti_xforms: dict | None = None
 
     @classmethod
-    def from_affine(cls, affine, shape, source_format: str = "nifti", unit_mm: float = 1.0) -> Geometry:
+    def from_affine(cls, affine, shape, source_format: str = "nifti", unit_mm: float = 1.0,
+                    nifti_xforms: dict | None = None) -> Geometry:
         o = _orientation()
         aff = np.asarray(affine, dtype=np.float64)
         if aff.shape != (4, 4) or not np.all(np.isfinite(aff)):
@@ -50,7 +54,7 @@ class Geometry:
             raise InputError("the voxel-to-world affine is singular (zero voxel size or collinear axes)")
         src = o.io_orientation(aff)
         transform = o.ornt_transform(src, o.axcodes2ornt(KAGGLE_AXCODES))
-        return cls(aff, tuple(int(s) for s in shape[:3]), transform, source_format, float(unit_mm))
+        return cls(aff, tuple(int(s) for s in shape[:3]), transform, source_format, float(unit_mm), nifti_xforms)
 
     @property
     def source_zooms(self) -> tuple[float, float, float]:
@@ -112,12 +116,13 @@ class Geometry:
             "source_format": self.source_format,
             "source_axcodes": "".join(self.source_axcodes),
             "unit_mm": self.unit_mm,
+            "nifti_xforms": self.nifti_xforms,
         }
 
     @classmethod
     def from_metadata(cls, meta: dict) -> Geometry:
         return cls.from_affine(meta["affine"], meta["source_shape"], meta.get("source_format", "nifti"),
-                               float(meta.get("unit_mm", 1.0)))
+                               float(meta.get("unit_mm", 1.0)), meta.get("nifti_xforms"))
 
     @staticmethod
     def _check_shape(got, want, what) -> None:

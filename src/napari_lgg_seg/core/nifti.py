@@ -61,9 +61,21 @@ def load_nifti(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
     check_values(data, str(p))  # RGB24 and other non-numbers, beyond float32: named here, not later as 'image'
     try:
         unit_mm = _UNIT_MM.get(img.header.get_xyzt_units()[0], 1.0)
-        return data, Geometry.from_affine(img.affine, data.shape[:3], "nifti", unit_mm)
+        return data, Geometry.from_affine(img.affine, data.shape[:3], "nifti", unit_mm, _xforms(img.header))
     except InputError as exc:  # a singular or non-finite affine: say which file
         raise InputError(f"{p}: {exc}") from None
+
+
+def _xforms(header) -> dict | None:
+    """The header's qform and sform with their codes (plain lists), or None when unreadable."""
+    try:
+        q, s = header.get_qform(), header.get_sform()
+        codes = int(header["qform_code"]), int(header["sform_code"])
+    except Exception:  # a damaged header: the labels get the best affine with codes 1
+        return None
+    if not (np.all(np.isfinite(q)) and np.all(np.isfinite(s))):
+        return None
+    return {"qform": q.tolist(), "qform_code": codes[0], "sform": s.tolist(), "sform_code": codes[1]}
 
 
 def read_nifti(path: str | os.PathLike):
@@ -104,8 +116,13 @@ def write_labels_nifti(
         raise InputError(f"{p}: no geometry or voxel size for the NIfTI affine")
     img = nib.Nifti1Image(np.ascontiguousarray(data), affine)
     img.header.set_xyzt_units(unit)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
+    xf = geometry.nifti_xforms if geometry is not None else None
+    if xf:  # the source's own header transforms: a viewer picks the same one for both files
+        img.set_qform(np.asarray(xf["qform"]), code=int(xf["qform_code"]))
+        img.set_sform(np.asarray(xf["sform"]), code=int(xf["sform_code"]))
+    else:
+        img.set_qform(affine, code=1)
+        img.set_sform(affine, code=1)
     payload = img.to_bytes()
     if p.name.lower().endswith(".gz"):
         payload = gzip.compress(payload, compresslevel=6)
