@@ -262,7 +262,7 @@ def test_dicom_slices_off_one_line_are_refused(tmp_path):
     with pytest.raises(InputError, match="mm off the line through the other slices"):
         read_patient(folder)
     ok = write_dicom_series(tmp_path / "rounded", vol, kaggle_affine())
-    _shift_positions(ok, [(0.0, 0.01 * (k % 2), 0.0) for k in range(len(vol))])  # rounding in the files
+    _shift_positions(ok, [(0.05 * (k % 2), -0.05 * (k % 2), 0.0) for k in range(len(vol))])  # rounded to 0.1 mm
     assert np.array_equal(read_patient(ok).image, vol)
 
 
