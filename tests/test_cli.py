@@ -716,6 +716,27 @@ def test_segment_one_nifti_to_nifti_keeps_the_source_affine(tmp_path, capsys, fa
     assert f"{64 * 2.5 * 0.9 * 0.8:.1f} mm^3" in stdout
 
 
+def test_segment_nifti_of_three_sagittal_slices_is_a_grey_volume(tmp_path, capsys, fake_model):
+    # in the kaggle orientation it is (Z, Y, 3): segmented as one RGB slice, the NIfTI
+    # output failed (labels of shape (1, Z, Y)) and the TIFF output was that one slice
+    import nibabel as nib
+
+    from .mri_files import ORIENTATIONS, to_orientation, write_nifti
+
+    vol = np.zeros((20, 24, 3), np.int16)
+    vol[5:9, 4:10, 1] = 900
+    src, affine = to_orientation(vol, ORIENTATIONS["sagittal-LIP"])
+    scan = write_nifti(tmp_path / "sag.nii.gz", src, affine)
+    out = tmp_path / "labels.nii.gz"
+    code, stdout, err = run(capsys, "segment", scan, "-o", out, "--postprocess", "none")
+    assert code == 0, err
+    back = nib.load(str(out))
+    assert np.allclose(back.affine, affine) and np.array_equal(np.asarray(back.dataobj) > 0, src > 0)
+    assert "24 voxels in 4 of 20 slices" in stdout
+    code, stdout, err = run(capsys, "segment", scan, "-o", tmp_path / "labels.tif", "--postprocess", "none")
+    assert code == 0, err
+    assert np.array_equal(tifffile.imread(tmp_path / "labels.tif") > 0, vol > 0)
+
 def test_segment_sequences_as_separate_files(tmp_path, capsys, fake_model):
     from .mri_files import ORIENTATIONS, to_orientation, write_nifti
 

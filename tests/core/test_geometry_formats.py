@@ -220,3 +220,99 @@ def test_parse_voxel_size_typed_by_a_user():
     for bad in ("3, 0.5", "a, b, c", "3, -1, 1", "3, 0, 1"):
         with pytest.raises(InputError, match="voxel size"):
             parse_voxel_size(bad)
+
+
+def _shift_positions(folder, shifts, axis=2):
+    """Move slice k (in order of LPS coordinate ``axis``) of a series by shifts[k] (LPS mm)."""
+    import pydicom
+
+    files = sorted(folder.glob("*.dcm"), key=lambda f: float(pydicom.dcmread(f).ImagePositionPatient[axis]))
+    for f, shift in zip(files, shifts):
+        ds = pydicom.dcmread(f)
+        ds.ImagePositionPatient = [float(v) + d for v, d in zip(ds.ImagePositionPatient, shift)]
+        ds.save_as(f)
+
+
+def test_dicom_gantry_tilt_voxel_size_is_the_slice_spacing(tmp_path):
+    from napari_lgg_seg.core.metrics import abnormality_volume
+
+    vol = kaggle_volume().astype(np.uint16)
+    folder = write_dicom_series(tmp_path / "tilt", vol, kaggle_affine())  # axial, 2.5 mm apart
+    tilt = np.tan(np.deg2rad(20)) * VOXEL[0]
+    _shift_positions(folder, [(0.0, k * tilt, 0.0) for k in range(len(vol))])
+    stack = read_patient(folder)
+    assert np.array_equal(stack.image, vol)
+    assert stack.voxel_size == pytest.approx(VOXEL)  # not the 2.66 mm step from slice to slice
+    labels = np.ones(vol.shape, np.uint8)
+    assert abnormality_volume(labels, stack.voxel_size)["mm3"] == pytest.approx(
+        labels.size * abs(np.linalg.det(stack.geometry.affine[:3, :3])))
+    # a sagittal series tilted towards the head: X (its slice axis) is the slice spacing, Z stays
+    src, affine = to_orientation(vol, ORIENTATIONS["sagittal-LIP"])
+    sagittal = write_dicom_series(tmp_path / "sagittal", src, affine)
+    _shift_positions(sagittal, [(0.0, 0.0, k * np.tan(np.deg2rad(20)) * VOXEL[2]) for k in range(len(src))],
+                     axis=0)
+    stack = read_patient(sagittal)
+    assert np.array_equal(stack.image, vol) and stack.voxel_size == pytest.approx(VOXEL)
+
+
+def test_dicom_slices_off_one_line_are_refused(tmp_path):
+    vol = kaggle_volume().astype(np.uint16)
+    folder = write_dicom_series(tmp_path / "two_stacks", vol, kaggle_affine())
+    _shift_positions(folder, [(0.0, 0.0, 0.0), (5.0, 0.0, 0.0)] * 2 + [(0.0, 0.0, 0.0)])
+    with pytest.raises(InputError, match="mm off the line through the other slices"):
+        read_patient(folder)
+    ok = write_dicom_series(tmp_path / "rounded", vol, kaggle_affine())
+    _shift_positions(ok, [(0.05 * (k % 2), -0.05 * (k % 2), 0.0) for k in range(len(vol))])  # rounded to 0.1 mm
+    assert np.array_equal(read_patient(ok).image, vol)
+
+
+@pytest.mark.parametrize("unit, per_mm", [("micron", 1000.0), ("meter", 0.001)])
+def test_nifti_voxel_size_in_mm_whatever_the_header_unit(tmp_path, unit, per_mm):
+    vol = kaggle_volume()
+    src, affine = to_orientation(vol, ORIENTATIONS["LPS"])
+    affine = affine.copy()
+    affine[:3] *= per_mm  # the same grid in microns (or metres)
+    img = nib.Nifti1Image(src, affine)
+    img.header.set_xyzt_units(unit)
+    f = tmp_path / "scan.nii.gz"
+    nib.save(img, str(f))
+    stack = read_patient(f)
+    assert np.array_equal(stack.image, vol) and stack.voxel_size == pytest.approx(VOXEL)
+    g = Geometry.from_metadata(stack.geometry.as_metadata())  # napari layer metadata keeps the unit
+    assert g.voxel_size == pytest.approx(VOXEL)
+    out = write_labels_nifti(tmp_path / "labels.nii.gz", (vol > 500).astype(np.uint8), g)
+    back = nib.load(str(out))  # the source's affine and unit: overlays it in tools that read units
+    assert np.allclose(back.affine, affine) and back.header.get_xyzt_units()[0] == unit
+    assert np.array_equal(np.asarray(back.dataobj), (src > 500).astype(np.uint8))
+
+
+@pytest.mark.parametrize("case", ["no codes", "qform and sform disagree", "sform only"])
+def test_nifti_labels_get_the_source_header_transforms(tmp_path, case):
+    # ITK-SNAP and 3D Slicer take the qform where nibabel takes the sform, and a file with
+    # both codes 0 gets pixdim scaling in ITK but nibabel's flipped, centred affine: the
+    # labels overlay the source in every viewer only with the source's own qform, sform, codes
+    vol = kaggle_volume()
+    src, affine = to_orientation(vol, ORIENTATIONS["RAS"])
+    img = nib.Nifti1Image(src, affine)
+    if case == "no codes":
+        img.set_qform(None, code=0)
+        img.set_sform(None, code=0)
+    elif case == "qform and sform disagree":
+        turn = np.array([[0.0, -1, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+        img.set_qform(turn @ affine, code=1)
+        img.set_sform(affine, code=2)
+    else:
+        img.set_qform(None, code=0)
+        img.set_sform(affine, code=4)
+    f = tmp_path / "scan.nii"
+    nib.save(img, str(f))
+    stack = read_patient(f)
+    g = Geometry.from_metadata(stack.geometry.as_metadata())
+    out = write_labels_nifti(tmp_path / "labels.nii.gz", (stack.image > 500).astype(np.uint8), g)
+    a, b = nib.load(str(f)).header, nib.load(str(out)).header
+    assert (int(b["qform_code"]), int(b["sform_code"])) == (int(a["qform_code"]), int(a["sform_code"]))
+    assert np.allclose(b.get_qform(), a.get_qform()) and np.allclose(b.get_best_affine(), a.get_best_affine())
+    if int(a["sform_code"]):
+        assert np.allclose(b.get_sform(), a.get_sform())
+    assert np.allclose(b.get_zooms()[:3], a.get_zooms()[:3])
+    assert np.array_equal(np.asarray(nib.load(str(out)).dataobj), (src > 500).astype(np.uint8))

@@ -377,3 +377,25 @@ def test_viewer_opens_nifti_with_its_voxel_size_and_saves_labels_on_the_source_g
     viewer.layers.save(str(out), selected=True, plugin="napari-lgg-seg")  # napari's save, our NIfTI writer
     back = nib.load(str(out))
     assert np.allclose(back.affine, affine) and back.get_data_dtype() == np.uint8
+
+
+def test_kaggle_writer_numbers_masks_of_a_nifti_or_tiff_stack_segmentation_1_to_z(tmp_path):
+    from napari_lgg_seg.napari._layers import segmentation_metadata
+
+    _, _, nii, _ = _nifti_and_dicom(tmp_path)
+    stack = tmp_path / "stack.tif"
+    tifffile.imwrite(stack, np.zeros((4, 16, 16), np.uint16), photometric="minisblack")
+    for path in (nii, stack):
+        (data, meta, _), = _reader.get_reader(str(path))(str(path))
+
+        class Layer:  # what the Segment widget passes: the image layer
+            name, metadata = meta["name"], meta["metadata"]
+
+        labels = np.zeros(data.shape[:3], np.uint8)
+        labels[1, 2:5, 2:5] = 1
+        seg_meta = segmentation_metadata({}, threshold=0.5, min_size=0, image_layer=Layer, labels=labels)
+        out = tmp_path / f"masks_{path.name.split('.')[0]}"
+        written = _writer.write_kaggle_masks(str(out), labels, {"name": "seg", "metadata": seg_meta})
+        pid = meta["metadata"]["patient_id"]
+        assert sorted(written) == sorted(str(out / f"{pid}_{i}_mask.tif") for i in range(1, len(labels) + 1))
+        assert tifffile.imread(out / f"{pid}_2_mask.tif").max() == 255

@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _segment_one(args: argparse.Namespace, options: dict) -> int:
-    from ..core.batch import segment_stack, write_labels
+    from ..core.batch import segment_stack, stack_volume, write_labels
 
     out = _check_output(args.output, (), "output")  # the extension was checked by format_for_path
     for src in [args.input[0], args.pre_contrast, args.post_contrast]:
@@ -127,12 +127,12 @@ def _segment_one(args: argparse.Namespace, options: dict) -> int:
     stack = _read_flair(args)
     from ..core.preprocess import as_channels_last
 
-    as_channels_last(stack.image)  # shape check before the (slow) model load
+    as_channels_last(stack_volume(stack))  # shape check before the (slow) model load
     from ..core.resources import check_fits, segment_bytes
 
     check_fits(segment_bytes(stack.image.shape, stack.image.dtype.itemsize, args.batch_size),
                f"segmenting {args.input[0]} with --batch-size {args.batch_size}", "lower --batch-size")
-    model = _resolve_model(stack.image, cli._load_engine(args.model, args.engine), args)
+    model = _resolve_model(stack_volume(stack), cli._load_engine(args.model, args.engine), args)
     bar = ProgressBar(f"segmenting {stack.patient_id}")
     stats: dict = {}
     try:

@@ -209,11 +209,19 @@ def write_summary(path: Path, rows: Sequence[dict]) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
+def stack_volume(stack: PatientStack) -> np.ndarray:
+    """The stack's image as ``segment_volume`` cannot misread it: a grey ``(Z, Y, X)`` volume
+    gets a channel axis, so that one with 3 or 4 columns (a NIfTI of 3 sagittal slices) is
+    not taken for one RGB slice."""
+    image = stack.image
+    return image[..., None] if image.ndim == 3 else image
+
+
 def segment_stack(stack: PatientStack, model, **segment_options) -> np.ndarray:
     """Labels ``(Z, Y, X)`` uint8 for a patient (calls ``core.inference.segment_volume``)."""
     from .inference import segment_volume
 
-    labels = segment_volume(stack.image, model, **segment_options)
+    labels = segment_volume(stack_volume(stack), model, **segment_options)
     return labels[None] if labels.ndim == 2 else labels
 
 

@@ -120,6 +120,12 @@ def load_dicom_series(path: str | os.PathLike) -> tuple[np.ndarray, Geometry, st
         )
     if len(placed) > 1:
         step = (placed[-1][1] - placed[0][1]) / (len(placed) - 1)
+        # evenly spaced along the normal but shifted in-plane (two stacks in one series): no grid
+        off = [float(np.linalg.norm(t[1] - placed[0][1] - i * step)) for i, t in enumerate(placed)]
+        if max(off) > 0.5 * float(spacing.min()) + 1e-3:  # half a pixel: positions rounded in the files pass
+            i = int(np.argmax(off))
+            raise InputError(f"{placed[i][2]}: slice position is {off[i]:.3g} mm off the line through the "
+                             "other slices; not one regular volume")
     else:
         thick = float(getattr(ds0, "SliceThickness", 1.0) or 1.0)
         step = normal * thick

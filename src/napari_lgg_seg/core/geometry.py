@@ -30,16 +30,22 @@ class Geometry:
     """Where a volume's voxels lie: the source's 4x4 voxel-to-RAS+ mm affine and grid shape.
 
     ``transform`` is nibabel's orientation transform from the source voxel axes to the
-    kaggle ``(Z, Y, X)`` axes.
+    kaggle ``(Z, Y, X)`` axes. ``unit_mm`` is the length of the affine's unit in mm (a NIfTI
+    header may say metres or microns); the affine itself is kept as the source has it.
+    ``nifti_xforms`` holds a NIfTI source's own qform and sform with their codes (both 0,
+    or disagreeing), so that labels get the same header and overlay it in every viewer.
     """
 
     affine: np.ndarray
     source_shape: tuple[int, int, int]
     transform: np.ndarray
     source_format: str = "nifti"
+    unit_mm: float = 1.0
+    nifti_xforms: dict | None = None
 
     @classmethod
-    def from_affine(cls, affine, shape, source_format: str = "nifti") -> Geometry:
+    def from_affine(cls, affine, shape, source_format: str = "nifti", unit_mm: float = 1.0,
+                    nifti_xforms: dict | None = None) -> Geometry:
         o = _orientation()
         aff = np.asarray(affine, dtype=np.float64)
         if aff.shape != (4, 4) or not np.all(np.isfinite(aff)):
@@ -48,11 +54,22 @@ class Geometry:
             raise InputError("the voxel-to-world affine is singular (zero voxel size or collinear axes)")
         src = o.io_orientation(aff)
         transform = o.ornt_transform(src, o.axcodes2ornt(KAGGLE_AXCODES))
-        return cls(aff, tuple(int(s) for s in shape[:3]), transform, source_format)
+        return cls(aff, tuple(int(s) for s in shape[:3]), transform, source_format, float(unit_mm), nifti_xforms)
 
     @property
     def source_zooms(self) -> tuple[float, float, float]:
-        return tuple(float(v) for v in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)))
+        """Voxel size in mm along the source voxel axes.
+
+        Along the slice axis (a DICOM series' first, a NIfTI's third) it is the distance
+        between slice planes: with a gantry tilt (a sheared grid) the step from one slice's
+        origin to the next is longer, and would overstate the volume in mm^3.
+        """
+        cols = self.affine[:3, :3]
+        zooms = np.sqrt((cols**2).sum(axis=0))
+        s = 0 if self.source_format == "dicom" else 2
+        j, k = (a for a in range(3) if a != s)
+        zooms[s] = abs(np.linalg.det(cols)) / np.linalg.norm(np.cross(cols[:, j], cols[:, k]))
+        return tuple(float(v) * self.unit_mm for v in zooms)
 
     @property
     def voxel_size(self) -> tuple[float, float, float]:
@@ -98,11 +115,14 @@ class Geometry:
             "source_shape": list(self.source_shape),
             "source_format": self.source_format,
             "source_axcodes": "".join(self.source_axcodes),
+            "unit_mm": self.unit_mm,
+            "nifti_xforms": self.nifti_xforms,
         }
 
     @classmethod
     def from_metadata(cls, meta: dict) -> Geometry:
-        return cls.from_affine(meta["affine"], meta["source_shape"], meta.get("source_format", "nifti"))
+        return cls.from_affine(meta["affine"], meta["source_shape"], meta.get("source_format", "nifti"),
+                               float(meta.get("unit_mm", 1.0)), meta.get("nifti_xforms"))
 
     @staticmethod
     def _check_shape(got, want, what) -> None:

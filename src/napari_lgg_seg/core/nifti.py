@@ -13,6 +13,9 @@ from .errors import InputError
 from .geometry import Geometry, check_voxel_size, kaggle_affine_from_voxel_size
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+#: mm per unit of the header's spatial unit (xyzt_units; 'unknown' is taken as mm, as most tools do)
+_UNIT_MM = {"meter": 1000.0, "mm": 1.0, "micron": 1e-3}
+_UNIT_NAME = {v: k for k, v in _UNIT_MM.items()}
 
 
 def is_nifti_name(path: str | os.PathLike) -> bool:
@@ -57,9 +60,22 @@ def load_nifti(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
 
     check_values(data, str(p))  # RGB24 and other non-numbers, beyond float32: named here, not later as 'image'
     try:
-        return data, Geometry.from_affine(img.affine, data.shape[:3], "nifti")
+        unit_mm = _UNIT_MM.get(img.header.get_xyzt_units()[0], 1.0)
+        return data, Geometry.from_affine(img.affine, data.shape[:3], "nifti", unit_mm, _xforms(img.header))
     except InputError as exc:  # a singular or non-finite affine: say which file
         raise InputError(f"{p}: {exc}") from None
+
+
+def _xforms(header) -> dict | None:
+    """The header's qform and sform with their codes (plain lists), or None when unreadable."""
+    try:
+        q, s = header.get_qform(), header.get_sform()
+        codes = int(header["qform_code"]), int(header["sform_code"])
+    except Exception:  # a damaged header: the labels get the best affine with codes 1
+        return None
+    if not (np.all(np.isfinite(q)) and np.all(np.isfinite(s))):
+        return None
+    return {"qform": q.tolist(), "qform_code": codes[0], "sform": s.tolist(), "sform_code": codes[1]}
 
 
 def read_nifti(path: str | os.PathLike):
@@ -90,16 +106,23 @@ def write_labels_nifti(
     if not is_nifti_name(p):
         raise InputError(f"{p}: a NIfTI file name must end with .nii or .nii.gz")
     lab = as_label_volume(labels, p, "NIfTI")
-    if geometry is not None:
+    unit = "mm"
+    if geometry is not None:  # the source's affine in the source's unit, so that tools that scale agree
         data, affine = geometry.to_source(lab), geometry.affine
+        unit = _UNIT_NAME.get(geometry.unit_mm, "mm")
     elif voxel_size is not None:
         data, affine = lab, kaggle_affine_from_voxel_size(check_voxel_size(voxel_size))
     else:
         raise InputError(f"{p}: no geometry or voxel size for the NIfTI affine")
     img = nib.Nifti1Image(np.ascontiguousarray(data), affine)
-    img.header.set_xyzt_units("mm")
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
+    img.header.set_xyzt_units(unit)
+    xf = geometry.nifti_xforms if geometry is not None else None
+    if xf:  # the source's own header transforms: a viewer picks the same one for both files
+        img.set_qform(np.asarray(xf["qform"]), code=int(xf["qform_code"]))
+        img.set_sform(np.asarray(xf["sform"]), code=int(xf["sform_code"]))
+    else:
+        img.set_qform(affine, code=1)
+        img.set_sform(affine, code=1)
     payload = img.to_bytes()
     if p.name.lower().endswith(".gz"):
         payload = gzip.compress(payload, compresslevel=6)

@@ -112,6 +112,11 @@ def write_kaggle_masks(path: str, data, meta: dict) -> list[str]:
     md = meta.get("metadata") or {}
     pid = str(md.get("patient_id") or p.name)
     files = md.get("slice_files") or None  # masks are numbered like the slices they belong to
+    if files is not None:
+        try:
+            core_io.slice_numbers(files)
+        except InputError:  # the one file of a NIfTI or TIFF stack, not kaggle_3m slices: 1..Z
+            files = None
     if files is not None and len(files) != (arr.shape[0] if arr.ndim == 3 else 1):
         raise InputError(f"{meta.get('name', 'labels')}: {len(files)} slice files recorded but "
                          f"{arr.shape[0]} slices of labels; cannot number the masks")
