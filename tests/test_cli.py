@@ -659,6 +659,7 @@ def test_sigterm_during_a_folder_run_unwinds_like_ctrl_c(tmp_path, capsys, monke
     for i in range(4):
         write_kaggle_patient(root, pid=f"TCGA_AA_000{i}_20000101", n_slices=4, seed=i)
     out = tmp_path / "out"
+
     def outside_handler(signum, frame):  # a regression fails here instead of killing pytest
         pass
 
@@ -675,6 +676,30 @@ def test_sigterm_during_a_folder_run_unwinds_like_ctrl_c(tmp_path, capsys, monke
     with open(out / "summary.csv", newline="") as fh:
         done = [r["patient"] for r in csv.DictReader(fh) if r["status"] == "done"]
     assert done == ["TCGA_AA_0000_20000101", "TCGA_AA_0001_20000101"]
+
+
+def test_segment_notes_an_oblique_volume(tmp_path, capsys, fake_model):
+    """Slices 30 degrees from axial are segmented as they are; ``segment`` says so, for one
+    file and in a folder run's summary, and says nothing for an axial volume."""
+    from .core.test_geometry_formats import _rotation
+    from .mri_files import write_nifti
+
+    vol = np.zeros((24, 24, 6), np.int16)
+    vol[8:16, 8:16, 2:4] = 900
+    base = np.diag([0.9, 0.9, 3.0, 1.0])
+    root = tmp_path / "scans"
+    root.mkdir()
+    write_nifti(root / "oblique.nii.gz", vol, _rotation(30, 0) @ base)
+    write_nifti(root / "axial.nii.gz", vol, _rotation(5, 0) @ base)
+    code, _, err = run(capsys, "segment", root / "oblique.nii.gz", "-o", tmp_path / "o.nii.gz")
+    assert code == 0 and "oblique: oblique volume: its slices are 30 degrees from axial" in err
+    code, _, err = run(capsys, "segment", root / "axial.nii.gz", "-o", tmp_path / "a.nii.gz")
+    assert code == 0 and "oblique" not in err
+    code, _, err = run(capsys, "segment", root, "-o", tmp_path / "out")
+    assert code == 0 and err.count("oblique volume") == 1 and "--postprocess none" not in err
+    with open(tmp_path / "out" / "summary.csv", newline="") as fh:
+        notes = {r["patient"]: r["note"] for r in csv.DictReader(fh)}
+    assert notes["axial"] == "" and notes["oblique"].startswith("oblique volume: its slices are 30 degrees")
 
 
 def test_segment_shards_union_equals_one_run(tmp_path, capsys, fake_model):

@@ -316,3 +316,34 @@ def test_nifti_labels_get_the_source_header_transforms(tmp_path, case):
         assert np.allclose(b.get_sform(), a.get_sform())
     assert np.allclose(b.get_zooms()[:3], a.get_zooms()[:3])
     assert np.array_equal(np.asarray(nib.load(str(out)).dataobj), (src > 500).astype(np.uint8))
+
+
+def _rotation(deg: float, axis: int) -> np.ndarray:
+    t = np.radians(deg)
+    i, j = [(1, 2), (0, 2), (0, 1)][axis]
+    r = np.eye(4)
+    r[i, i] = r[j, j] = np.cos(t)
+    r[i, j], r[j, i] = -np.sin(t), np.sin(t)
+    return r
+
+
+def test_slice_tilt_and_the_oblique_note():
+    """Slices tilted out of the axial plane are reported (they are segmented as they are);
+    a rotation within the plane, a sagittal acquisition (permuted, still axial planes) and a
+    gantry tilt (a slanted stack of axial planes) are not."""
+    from napari_lgg_seg.core.geometry import OBLIQUE_NOTE_DEG, oblique_note
+
+    base = np.diag([0.9, 0.9, 3.0, 1.0])
+    for axis in (0, 1):  # about R or A: the planes tilt
+        assert Geometry.from_affine(_rotation(25, axis) @ base, (20, 20, 10)).slice_tilt_deg == pytest.approx(25)
+    assert Geometry.from_affine(_rotation(25, 2) @ base, (20, 20, 10)).slice_tilt_deg == pytest.approx(0, abs=1e-6)
+    _, sagittal = to_orientation(np.zeros((4, 6, 8)), ORIENTATIONS["sagittal-LIP"])
+    assert Geometry.from_affine(sagittal, (8, 4, 6)).slice_tilt_deg == pytest.approx(0, abs=1e-6)
+    gantry = base.copy()
+    gantry[1, 2] = np.tan(np.radians(20)) * 3.0  # each slice shifted along A
+    assert Geometry.from_affine(gantry, (20, 20, 10)).slice_tilt_deg == pytest.approx(0, abs=1e-6)
+
+    assert oblique_note(None) is None
+    assert oblique_note(Geometry.from_affine(_rotation(OBLIQUE_NOTE_DEG - 1, 0) @ base, (20, 20, 10))) is None
+    note = oblique_note(Geometry.from_affine(_rotation(30, 1) @ base, (20, 20, 10)))
+    assert "30 degrees from axial" in note and "not resampled" in note

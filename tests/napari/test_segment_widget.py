@@ -423,3 +423,17 @@ def test_result_lies_on_the_image_in_the_world_with_its_rotate_shear_and_affine(
     assert not same_place()
     again = widget.segment(TIMEOUT)
     assert again.data is seg.data and same_place()
+
+
+def test_an_oblique_volume_is_segmented_with_a_note(make_napari_viewer, tmp_path):
+    from ..core.test_geometry_formats import _rotation
+    from ..mri_files import write_nifti
+
+    vol = np.zeros((24, 24, 6), np.int16)
+    vol[8:16, 8:16, 2:4] = 900
+    path = write_nifti(tmp_path / "oblique.nii.gz", vol, _rotation(30, 0) @ np.diag([0.9, 0.9, 3.0, 1.0]))
+    viewer = make_napari_viewer()
+    viewer.open(path, plugin="napari-lgg-seg")
+    widget = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Segment")[1]
+    seg = widget.segment(TIMEOUT, image=viewer.layers[0])
+    assert seg is not None and "Oblique volume: its slices are 30 degrees from axial" in widget.status.value

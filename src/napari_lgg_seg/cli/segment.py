@@ -140,11 +140,15 @@ def _segment_one(args: argparse.Namespace, options: dict) -> int:
                                stats=stats, **options)
     finally:
         bar.close()
+    from ..core.geometry import oblique_note
     from ..core.inference import removed_all_note
 
     note = removed_all_note(stats)
     if note:
         _note(f"{stack.patient_id}: {note}; --postprocess none keeps them")
+    oblique = oblique_note(stack.geometry)
+    if oblique:
+        _note(f"{stack.patient_id}: {oblique}")
     voxel = stack.voxel_size or args.voxel_size
     if args.voxel_size and stack.voxel_size and not all(
             math.isclose(a, b, rel_tol=1e-6) for a, b in zip(args.voxel_size, stack.voxel_size)):
@@ -190,7 +194,8 @@ def _segment_many(args: argparse.Namespace, options: dict) -> int:
                 text += f", Dice {row.dice:.3f}"
             _info(text + f" -> {row.output}")
             if row.note:
-                _note(f"{row.patient}: {row.note}; --postprocess none keeps them")
+                _note(f"{row.patient}: {row.note}" + ("; --postprocess none keeps them"
+                                                       if row.emptied_by_postprocessing else ""))
 
     try:
         results = segment_many(

@@ -38,7 +38,8 @@ class PatientResult:
     iou: float | None = None
     seconds: float | None = None
     error: str = ""
-    note: str = ""  # e.g. that the post-processing removed everything (core.inference.removed_all_note)
+    note: str = ""  # warnings: an oblique volume (geometry.oblique_note), an empty result (removed_all_note)
+    emptied_by_postprocessing: bool = False  # not a summary column: the CLI's hint to switch it off
 
 
 def format_for_path(path: str | os.PathLike) -> str | None:
@@ -247,6 +248,7 @@ def segment_many(
     gets (slices done, slices in all); ``segment_options`` go to ``segment_volume`` (e.g.
     ``flair_model=False``: the main model for FLAIR-only patients too).
     """
+    from .geometry import oblique_note
     from .inference import removed_all_note
     from .metrics import abnormality_volume, dice, iou
 
@@ -345,7 +347,9 @@ def segment_many(
             voxel_size_mm="x".join(f"{v:g}" for v in vox) if vox else "",
             abnormality_voxels=vol["voxels"],
             abnormality_mm3=None if vol["mm3"] is None else round(vol["mm3"], 3),
-            seconds=round(time.monotonic() - t0, 2), note=removed_all_note(stats) or "",
+            seconds=round(time.monotonic() - t0, 2),
+            note="; ".join(n for n in (oblique_note(stack.geometry), removed_all_note(stats)) if n),
+            emptied_by_postprocessing=removed_all_note(stats) is not None,
         )
         if stack.mask is not None:
             truth = stack.mask.reshape(labels.shape)

@@ -80,6 +80,16 @@ class Geometry:
         return tuple(out)
 
     @property
+    def slice_tilt_deg(self) -> float:
+        """Angle (degrees) between the slices' plane, as the model sees them, and the true
+        axial plane: 0 for slices acquired axially, whatever their in-plane rotation or a
+        gantry tilt (which slants the stack, not the planes)."""
+        in_plane = [src for src, (new_axis, _flip) in enumerate(self.transform) if int(new_axis) != 0]
+        normal = np.cross(self.affine[:3, in_plane[0]], self.affine[:3, in_plane[1]])
+        cos = abs(normal[2]) / np.linalg.norm(normal)  # RAS+: S is the third world axis
+        return float(np.degrees(np.arccos(np.clip(cos, 0.0, 1.0))))
+
+    @property
     def source_axcodes(self) -> tuple[str, str, str]:
         o = _orientation()
         return tuple(o.aff2axcodes(self.affine))
@@ -128,6 +138,22 @@ class Geometry:
     def _check_shape(got, want, what) -> None:
         if tuple(got) != tuple(want):
             raise InputError(f"array of shape {tuple(got)} does not match the {what} grid {tuple(want)}")
+
+
+OBLIQUE_NOTE_DEG = 15.0  # scans are often tilted a few degrees (e.g. to the AC-PC line); say so beyond this
+
+
+def oblique_note(geometry: Geometry | None) -> str | None:
+    """A warning when a volume's slices are far from axial (``slice_tilt_deg`` of at least
+    ``OBLIQUE_NOTE_DEG``): they are segmented as they are, never resampled, and the model
+    was trained on axial slices. None otherwise, or without a geometry."""
+    if geometry is None:
+        return None
+    tilt = geometry.slice_tilt_deg
+    if tilt < OBLIQUE_NOTE_DEG:
+        return None
+    return (f"oblique volume: its slices are {tilt:.0f} degrees from axial and are segmented as they are "
+            "(not resampled); the model was trained on axial slices, so expect lower accuracy")
 
 
 def kaggle_affine_from_voxel_size(voxel_size) -> np.ndarray:

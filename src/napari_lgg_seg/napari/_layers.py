@@ -150,16 +150,21 @@ def image_volume(layer) -> np.ndarray:
     return data
 
 
-def layer_stack(layer) -> PatientStack:
-    """An image layer as a ``PatientStack`` (its data, name, voxel size and source geometry
-    from the metadata), e.g. for ``core.sequences.stack_sequences``."""
+def layer_geometry(layer):
+    """The source ``core.geometry.Geometry`` a layer's metadata records (NIfTI, DICOM), or None."""
     from ..core.geometry import Geometry
 
     meta = getattr(layer, "metadata", None) or {}
-    geo = Geometry.from_metadata(meta["geometry"]) if meta.get("geometry") else None
+    return Geometry.from_metadata(meta["geometry"]) if meta.get("geometry") else None
+
+
+def layer_stack(layer) -> PatientStack:
+    """An image layer as a ``PatientStack`` (its data, name, voxel size and source geometry
+    from the metadata), e.g. for ``core.sequences.stack_sequences``."""
+    meta = getattr(layer, "metadata", None) or {}
     vs = meta.get("voxel_size")
     return PatientStack(image=image_volume(layer), mask=None, patient_id=f"layer '{layer.name}'", source=None,
-                        voxel_size=tuple(float(v) for v in vs) if vs else None, geometry=geo)
+                        voxel_size=tuple(float(v) for v in vs) if vs else None, geometry=layer_geometry(layer))
 
 
 def spatial_shape(layer) -> tuple[int, ...]:

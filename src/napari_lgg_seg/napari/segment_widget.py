@@ -35,6 +35,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from psygnal import Signal
 
 from ..core.errors import LGGSegError
+from ..core.geometry import oblique_note
 from . import _models
 from ._forms import SettingsStore, dataclass_widgets, values_of
 from ._layers import (
@@ -44,6 +45,7 @@ from ._layers import (
     format_volume,
     image_volume,
     labels_digest,
+    layer_geometry,
     layer_stack,
     patient_id_of,
     readable_error,
@@ -523,6 +525,11 @@ class SegmentWidget(Container):
                 shown = self._show_result(image_layer, labels, info, options, used)
                 if note is not None and shown:
                     message = f"{note[0].upper()}{note[1:]}; set post-processing to 'none' to see them."
+                    self.status.value += " " + message
+                    show_warning(message)
+                oblique = oblique_note(layer_geometry(image_layer))
+                if oblique is not None and shown:
+                    message = f"{oblique[0].upper()}{oblique[1:]}."
                     self.status.value += " " + message
                     show_warning(message)
                 self._show_model_defaults()  # the loaded model's own, now known for sure
