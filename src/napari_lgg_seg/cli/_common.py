@@ -297,10 +297,12 @@ def add_verbose(p: argparse.ArgumentParser) -> None:
                    help="also show TensorFlow's own start-up and device messages on stderr")
 
 
-def add_voxel(p: argparse.ArgumentParser) -> None:
+def add_voxel(p: argparse.ArgumentParser, stored: bool = False) -> None:
+    use = "to report the abnormality volume in mm^3" + (" and store it in the TIFF or NIfTI output"
+                                                         if stored else "")
     p.add_argument("--voxel-size", type=_voxel_mm, nargs=3, metavar=("Z", "Y", "X"), default=None,
-                   help="voxel size in mm, to report the abnormality volume in mm^3 (for input that "
-                   "does not carry its own, as NIfTI, DICOM and ImageJ TIFF do)")
+                   help=f"voxel size in mm, {use} (for input that does not carry its own, as NIfTI, "
+                   "DICOM and ImageJ TIFF do)")
 
 
 def _settings_line(model, options: dict) -> str:
