@@ -261,3 +261,19 @@ def test_model_path_loads_once_for_all_patients(tmp_path, monkeypatch):
     res = segment_many([root], tmp_path / "out", model=str(tmp_path / "m.keras"))
     assert [r.status for r in res] == ["done"] * 4
     assert loads == [str(tmp_path / "m.keras")]
+
+
+def test_a_patient_that_does_not_fit_in_memory_is_refused_and_the_rest_go_on(tmp_path, monkeypatch):
+    """README: before any work segment estimates what the stack and batch need and refuses,
+    naming --batch-size; in a folder run that held for no patient (the system killed it)."""
+    from napari_lgg_seg.core import resources
+
+    root, _, _ = dataset(tmp_path, broken=False)
+    big = "TCGA_AA_0002_20000101"  # 6 slices, the others fewer
+    need = resources.segment_bytes((6, 32, 32, 3), 1, 8) + resources.HEADROOM_BYTES
+    monkeypatch.setattr(resources, "available_memory", lambda: need - 1)
+    res = segment_many([root], tmp_path / "out", model=FlairModel())
+    by = {r.patient: r for r in res}
+    assert by[big].status == "failed" and "--batch-size" in by[big].error and "memory" in by[big].error
+    assert not (tmp_path / "out" / f"{big}.tif").exists()
+    assert sum(r.status == "done" for r in res) == 3

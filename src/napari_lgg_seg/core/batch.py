@@ -242,6 +242,7 @@ def segment_many(
     """
     from .inference import removed_all_note
     from .metrics import abnormality_volume, dice, iou
+    from .resources import check_fits, segment_bytes
 
     if format not in FORMATS:
         raise InputError(f"unknown output format {format!r}; choose one of {', '.join(FORMATS)}")
@@ -318,6 +319,10 @@ def segment_many(
 
         try:
             stack = read_patient(p)
+            batch = segment_options.get("batch_size", 8)
+            # as for one patient (cli segment): refused with a message, not killed by the system
+            check_fits(segment_bytes(stack.image.shape, stack.image.dtype.itemsize, batch),
+                       f"segmenting {p} with batch size {batch}", "lower the batch size (--batch-size)")
             stats: dict = {}
             labels = segment_stack(stack, model, progress=step, stats=stats, **segment_options)
             write_labels(target, labels, stack, voxel_size, overwrite=overwrite)
