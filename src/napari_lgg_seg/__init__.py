@@ -47,6 +47,11 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'napari_lgg_seg' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    """The lazy names too, so that tab completion (napari's console) offers them."""
+    return sorted(set(globals()) | set(__all__))
+
+
 __all__ = [
     "Cancelled", "InputError", "LGGSegError", "ModelError", "PatientStack", "abnormality_volume",
     "build_unet", "dice", "evaluate", "iou", "load_model", "per_slice", "read_patient",
