@@ -1,7 +1,9 @@
 """napari-lgg-seg: segment lower-grade glioma FLAIR abnormality in brain MRI with a U-Net.
 
 The public API is importable from here. Functions that need TensorFlow import it only
-when they are called, so ``import napari_lgg_seg`` and reading files stay light.
+when they are first used (``lgg.load_model``, ``from napari_lgg_seg import train``), so
+``import napari_lgg_seg`` and reading files stay light; ``segment_volume`` with the
+bundled model's int8 engine needs no TensorFlow at all.
 """
 
 from __future__ import annotations
