@@ -127,6 +127,21 @@ def test_subcommand_help_documents_every_option(command, capsys):
             assert action.help, f"{command} {action.option_strings} has no help"
 
 
+@pytest.mark.parametrize("command", ["segment", "demo", "train", "evaluate"])
+def test_help_says_what_the_exit_statuses_and_flags_are(command, capsys):
+    """The epilog lists 143 (SIGTERM) as the README does; an on/off flag shows no
+    "(default: True)"; train, which has no --model, does not point to it."""
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "130 interrupted" in text and "143 terminated (SIGTERM)" in text
+    assert "(default: True)" not in text and "(default: False)" not in text
+    if command == "train":
+        assert "--model" not in text and "--init-from" in text.split("Exit status:", 1)[1]
+    else:
+        assert "unless --model is given" in text
+
+
 def test_usage_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as info:
         main(["segment", "somewhere"])  # no -o

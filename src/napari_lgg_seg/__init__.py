@@ -1,7 +1,9 @@
 """napari-lgg-seg: segment lower-grade glioma FLAIR abnormality in brain MRI with a U-Net.
 
 The public API is importable from here. Functions that need TensorFlow import it only
-when they are called, so ``import napari_lgg_seg`` and reading files stay light.
+when they are first used (``lgg.load_model``, ``from napari_lgg_seg import train``), so
+``import napari_lgg_seg`` and reading files stay light; ``segment_volume`` with the
+bundled model's int8 engine needs no TensorFlow at all.
 """
 
 from __future__ import annotations
@@ -45,6 +47,11 @@ def __getattr__(name: str):
     if name in _LAZY:
         return getattr(import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'napari_lgg_seg' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The lazy names too, so that tab completion (napari's console) offers them."""
+    return sorted(set(globals()) | set(__all__))
 
 
 __all__ = [

@@ -220,3 +220,60 @@ def test_a_patient_emptied_by_post_processing_gets_a_note(tmp_path):
     assert kept[0].abnormality_voxels > 0 and kept[0].note == ""
     with pytest.raises(InputError, match="takes no 'stats'"):
         segment_many([root], tmp_path / "x", model=FlairModel(), stats={})
+
+
+def test_default_model_is_the_int8_engine_without_tensorflow(tmp_path):
+    """segment_many(model=None) loaded the bundled Keras model (TensorFlow imported, seconds
+    and ~600 MiB more) although segment_volume and the CLI run the bundled int8 engine."""
+    import subprocess
+    import sys
+
+    from napari_lgg_seg.core import engine_int8
+
+    if not (engine_int8.BUNDLED_DIR / "model.json").exists():
+        pytest.skip("bundled model not trained in this checkout")
+    root = tmp_path / "data"
+    write_kaggle_patient(root, pid="TCGA_AA_0000_20000101", n_slices=4, size=32)
+    code = f"""
+import sys
+from napari_lgg_seg import segment_many
+res = segment_many([{str(root)!r}], {str(tmp_path / "out")!r})
+assert [r.status for r in res] == ["done"], res
+bad = [m for m in sys.modules if m == "tensorflow" or m.startswith(("tensorflow.", "keras"))]
+print("TF-FREE" if not bad else "IMPORTED " + " ".join(sorted(bad)[:5]))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "TF-FREE" in out.stdout, out.stdout
+
+
+def test_model_path_loads_once_for_all_patients(tmp_path, monkeypatch):
+    from napari_lgg_seg.core import model as model_module
+
+    root, _, _ = dataset(tmp_path, broken=False)
+    loads = []
+
+    def fake_load(path=None):
+        loads.append(path)
+        return FlairModel()
+
+    monkeypatch.setattr(model_module, "load_model", fake_load)
+    res = segment_many([root], tmp_path / "out", model=str(tmp_path / "m.keras"))
+    assert [r.status for r in res] == ["done"] * 4
+    assert loads == [str(tmp_path / "m.keras")]
+
+
+def test_a_patient_that_does_not_fit_in_memory_is_refused_and_the_rest_go_on(tmp_path, monkeypatch):
+    """README: before any work segment estimates what the stack and batch need and refuses,
+    naming --batch-size; in a folder run that held for no patient (the system killed it)."""
+    from napari_lgg_seg.core import resources
+
+    root, _, _ = dataset(tmp_path, broken=False)
+    big = "TCGA_AA_0002_20000101"  # 6 slices, the others fewer
+    need = resources.segment_bytes((6, 32, 32, 3), 1, 8) + resources.HEADROOM_BYTES
+    monkeypatch.setattr(resources, "available_memory", lambda: need - 1)
+    res = segment_many([root], tmp_path / "out", model=FlairModel())
+    by = {r.patient: r for r in res}
+    assert by[big].status == "failed" and "--batch-size" in by[big].error and "memory" in by[big].error
+    assert not (tmp_path / "out" / f"{big}.tif").exists()
+    assert sum(r.status == "done" for r in res) == 3

@@ -45,3 +45,13 @@ def test_no_tensorflow_when_reading_nifti_dicom_or_listing_a_batch(tmp_path):
                              capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr[-2000:]
         assert "TF-FREE" in out.stdout, out.stdout
+
+
+def test_dir_lists_the_lazy_public_api():
+    """Tab completion in napari's console (``lgg.<Tab>``) uses dir(): the lazily imported
+    functions (segment_volume, load_model, train, ...) were missing from it."""
+    import napari_lgg_seg as lgg
+
+    names = dir(lgg)
+    assert set(lgg.__all__) <= set(names)
+    assert {"segment_volume", "load_model", "TrainConfig", "segment_many"} <= set(names)

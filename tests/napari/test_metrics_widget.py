@@ -149,3 +149,24 @@ def test_mask_lists_follow_renamed_layers(widget_and_viewer):
     names = [widget.layer_b.native.itemText(i) for i in range(widget.layer_b.native.count())]
     assert sorted(names) == ["edited", "model v2", "truth"]
     assert widget.layer_b.value.name == "model v2"  # the choice stays with its layer
+
+
+def test_hide_empty_is_remembered_across_restarts(make_napari_viewer, settings_dir):
+    """README: "Each widget remembers its settings across restarts"; the Metrics widget
+    forgot its one setting, *hide slices empty in both*."""
+    viewer = make_napari_viewer()
+    first = viewer.window.add_plugin_dock_widget("napari-lgg-seg", "Metrics")[1]
+    assert first.hide_empty.value is False
+    first.hide_empty.value = True
+    second = type(first)(viewer)  # a new napari session's widget
+    assert second.hide_empty.value is True
+    a, b = _masks()
+    viewer.add_labels(a, name="truth")
+    viewer.add_labels(b, name="prediction")
+    second.set_layers("truth", "prediction")
+    a[2] = 0
+    second.compute_button.native.click()
+    assert [r["slice"] for r in second.table_rows] == [0, 1, 2]  # slice 2: only B has abnormality
+    viewer.layers["prediction"].data[2] = 0
+    second.compute_button.native.click()
+    assert [r["slice"] for r in second.table_rows] == [0, 1]  # hidden: empty in both

@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description=(
             "Segment the FLAIR abnormality of lower-grade glioma in brain MRI (kaggle_3m "
-            "patient folders or TIFF stacks) with a U-Net; train and evaluate models."
+            "patient folders, TIFF stacks, NIfTI files or DICOM series) with a U-Net; train and "
+            "evaluate models."
         ),
         epilog=_EPILOG,
         formatter_class=_Formatter,

@@ -20,10 +20,11 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports it
 
-_EPILOG = (
+_EXIT_STATUSES = (
     "Exit status: 0 success, 1 error (bad input, model or output path), 2 bad command line, "
-    "130 interrupted. The bundled model is used unless --model is given."
+    "130 interrupted (Ctrl-C), 143 terminated (SIGTERM)."
 )
+_EPILOG = _EXIT_STATUSES + " The bundled model is used unless --model is given."
 
 
 # --------------------------------------------------------------------------- output
@@ -233,22 +234,25 @@ _voxel_mm = _number(float, lambda v: 0 < v <= 1000, "must be a voxel edge in mm,
 
 
 class _Formatter(argparse.HelpFormatter):
-    """Adds "(default: ...)" to options whose default is worth showing."""
+    """Adds "(default: ...)" to options whose default is worth showing (not to on/off
+    flags such as --no-flair-model, whose default is their absence)."""
 
     def _get_help_string(self, action):
         text = action.help or ""
         if (
             "%(default)" not in text
             and action.option_strings
+            and action.nargs != 0
             and action.default not in (None, False, argparse.SUPPRESS)
         ):
             text += " (default: %(default)s)"
         return text
 
 
-def add_subcommand(subparsers, name: str, help: str, description: str) -> argparse.ArgumentParser:
+def add_subcommand(subparsers, name: str, help: str, description: str,
+                   epilog: str = _EPILOG) -> argparse.ArgumentParser:
     """A subcommand's parser, formatted and signed off like the main one."""
-    return subparsers.add_parser(name, formatter_class=_Formatter, epilog=_EPILOG, help=help,
+    return subparsers.add_parser(name, formatter_class=_Formatter, epilog=epilog, help=help,
                                  description=description)
 
 
@@ -293,10 +297,12 @@ def add_verbose(p: argparse.ArgumentParser) -> None:
                    help="also show TensorFlow's own start-up and device messages on stderr")
 
 
-def add_voxel(p: argparse.ArgumentParser) -> None:
+def add_voxel(p: argparse.ArgumentParser, stored: bool = False) -> None:
+    use = "to report the abnormality volume in mm^3" + (" and store it in the TIFF or NIfTI output"
+                                                         if stored else "")
     p.add_argument("--voxel-size", type=_voxel_mm, nargs=3, metavar=("Z", "Y", "X"), default=None,
-                   help="voxel size in mm, to report the abnormality volume in mm^3 (for input that "
-                   "does not carry its own, as NIfTI, DICOM and ImageJ TIFF do)")
+                   help=f"voxel size in mm, {use} (for input that does not carry its own, as NIfTI, "
+                   "DICOM and ImageJ TIFF do)")
 
 
 def _settings_line(model, options: dict) -> str:

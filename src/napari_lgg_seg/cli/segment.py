@@ -67,7 +67,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_engine(p)
     add_flair_model(p)
     add_inference(p)
-    add_voxel(p)
+    add_voxel(p, stored=True)
     add_verbose(p)
     return p
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..core.errors import InputError, ModelError
 from ._common import (
+    _EXIT_STATUSES,
     EXIT_ERROR,
     _check_output,
     _fraction,
@@ -36,6 +37,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "<out>.last.keras and <out>.state.json for --resume. Loss, Dice and IoU are "
             "printed per epoch."
         ),
+        epilog=_EXIT_STATUSES + " Training starts from the bundled model unless --init-from says otherwise.",
     )
     p.add_argument("data_root", metavar="DATA_ROOT", help="folder holding kaggle_3m patient folders")
     p.add_argument("--out", required=True, metavar="MODEL.keras", help="where to save the best model (.keras)")

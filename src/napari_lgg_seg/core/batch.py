@@ -241,7 +241,8 @@ def segment_many(
 ) -> list[PatientResult]:
     """Segment many patients into ``out_dir`` (one output each) and write a summary CSV.
 
-    ``inputs`` are patients or folders of patients. The model (default: bundled) loads once.
+    ``inputs`` are patients or folders of patients. The model (default: bundled; or a
+    ``.keras`` path) loads once.
     Patients whose output exists are skipped unless ``overwrite``; a failing patient is
     recorded (status ``failed``) and the others go on. ``shard=(I, N)`` or ``"I/N"`` keeps
     only that share of the patients and writes ``summary-shard-I-of-N.csv``. ``progress``
@@ -251,6 +252,7 @@ def segment_many(
     from .geometry import oblique_note
     from .inference import removed_all_note
     from .metrics import abnormality_volume, dice, iou
+    from .resources import check_fits, segment_bytes
 
     if format not in FORMATS:
         raise InputError(f"unknown output format {format!r}; choose one of {', '.join(FORMATS)}")
@@ -292,10 +294,12 @@ def segment_many(
     pending = [t for t in todo if overwrite or not _output_exists(t[2], format)]
     total = sum(count_slices(p) for p, _, _ in pending)
     done_before = 0
-    if model is None and pending:
-        from .model import load_model
+    if pending and (model is None or isinstance(model, (str, os.PathLike))):
+        from .inference import resolve_engine
 
-        model = load_model()
+        # once for all patients; the bundled model as its int8 engine (no TensorFlow) unless
+        # engine="keras", as in segment_volume and the CLI
+        model = resolve_engine(model, segment_options.get("engine", "auto"))
     results: list[PatientResult] = []
 
     def record(row: PatientResult) -> None:
@@ -325,6 +329,10 @@ def segment_many(
 
         try:
             stack = read_patient(p)
+            batch = segment_options.get("batch_size", 8)
+            # as for one patient (cli segment): refused with a message, not killed by the system
+            check_fits(segment_bytes(stack.image.shape, stack.image.dtype.itemsize, batch),
+                       f"segmenting {p} with batch size {batch}", "lower the batch size (--batch-size)")
             stats: dict = {}
             labels = segment_stack(stack, model, progress=step, stats=stats, **segment_options)
             write_labels(target, labels, stack, voxel_size, overwrite=overwrite)

@@ -29,6 +29,7 @@ from ..core.errors import InputError, LGGSegError
 from ..core.io import atomic_write
 from ..core.metrics import dice, iou, per_slice
 from ._layers import mask_from_layer, spatial_shape
+from ._forms import SettingsStore
 from ._qt_common import PlotCanvas, sync_choice_names
 
 COLUMNS = ("slice", "dice", "iou", "voxels_a", "voxels_b")
@@ -122,6 +123,10 @@ class MetricsWidget(QWidget):
         layout.addWidget(self.summary)
         layout.addWidget(splitter, 1)
 
+        # remembered across restarts, as the other widgets' settings (README: Using the widgets)
+        self.settings = SettingsStore("metrics", [self.hide_empty])
+        self.settings.restore()
+        self.settings.connect()
         self.compute_button.changed.connect(self.compute)
         self.export_button.changed.connect(self._export_dialog)
         self.hide_empty.changed.connect(lambda *_: self._fill_table(self.rows))
