@@ -307,3 +307,20 @@ def test_a_run_emptied_by_post_processing_says_so(grey):
            "'none' to see them." in widget.status.value
     seg = widget.segment(TIMEOUT, postprocess="none", min_size=0)
     assert seg.data.any() and "removed all" not in widget.status.value
+
+
+def test_a_grey_volume_with_3_columns_is_segmented_as_a_volume(grey):
+    """A grey (Z, Y, 3) layer (rgb False, e.g. a NIfTI of 3 sagittal slices) is a volume of
+    3-column slices, not one RGB slice; a genuinely RGB layer stays RGB."""
+    viewer, widget, _ = grey
+    vol = np.zeros((6, 32, 3), np.uint8)
+    vol[2:4, 10:20] = 250
+    thin = viewer.add_image(vol, name="sagittal", rgb=False)
+    model = ProbModel()
+    use_as_bundled(model)
+    seg = widget.segment(TIMEOUT, image=thin, postprocess="none")
+    assert seg is not None and seg.data.shape == (6, 32, 3)
+    assert np.array_equal(seg.data > 0, vol > 0)
+    rgb = viewer.add_image(np.zeros((32, 32, 3), np.uint8), name="slice", rgb=True)
+    seg = widget.segment(TIMEOUT, image=rgb)
+    assert seg is not None and seg.data.shape == (32, 32)
