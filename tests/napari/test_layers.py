@@ -40,6 +40,15 @@ def test_image_volume_checks():
         _layers.image_volume(Image(np.zeros((2, 3, 8, 8)), name="4d"))
 
 
+def test_layer_values_are_checked_under_the_layers_name():
+    data = np.zeros((2, 8, 8), np.float32)
+    data[0, 0, 0] = np.inf
+    with pytest.raises(InputError, match="^layer 'flair': 1 NaN or infinite"):
+        _layers.image_volume(Image(data, name="flair"))
+    with pytest.raises(InputError, match="^layer 't1': 1 NaN or infinite"):
+        _layers.layer_stack(Image(data, name="t1"))
+
+
 def test_a_grey_volume_gets_a_channel_axis_so_3_columns_are_not_rgb():
     grey = Image(np.zeros((5, 8, 3), np.uint8), rgb=False, name="sagittal")
     assert _layers.image_volume(grey).shape == (5, 8, 3, 1)

@@ -324,3 +324,14 @@ def test_a_grey_volume_with_3_columns_is_segmented_as_a_volume(grey):
     rgb = viewer.add_image(np.zeros((32, 32, 3), np.uint8), name="slice", rgb=True)
     seg = widget.segment(TIMEOUT, image=rgb)
     assert seg is not None and seg.data.shape == (32, 32)
+
+
+def test_bad_values_are_reported_with_the_layers_name(grey, error_messages):
+    viewer, widget, _ = grey
+    use_as_bundled(ProbModel())
+    vol = blobs().astype(np.float32)
+    vol[0, :4, :4] = np.nan
+    bad = viewer.add_image(vol, name="flair nan")
+    assert widget.segment(TIMEOUT, image=bad) is None
+    assert error_messages()[-1].startswith("layer 'flair nan': 16 NaN or infinite value(s)")
+    assert widget.worker is None and "flair nan segmentation" not in viewer.layers

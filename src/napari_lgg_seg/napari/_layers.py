@@ -18,6 +18,7 @@ from ..core import metrics
 from ..core.errors import InputError, LGGSegError
 from ..core.io import PatientStack
 from ..core.metrics import abnormality_volume
+from ..core.preprocess import check_values
 from ..core.postprocess import PostProcessing
 
 GROUND_TRUTH = "ground truth"
@@ -128,7 +129,8 @@ def labels_tiff_layer_data(path, voxel_size) -> tuple:
 
 # --------------------------------------------------------------------------- layers -> arrays
 def _layer_array(layer) -> np.ndarray:
-    """The array of an image layer, checked: a slice or a volume, grey or RGB."""
+    """The array of an image layer, checked: a slice or a volume, grey or RGB, of finite
+    real numbers (``core.preprocess.check_values``)."""
     if getattr(layer, "multiscale", False):
         raise InputError(f"layer '{layer.name}': multiscale images are not supported; open level 0")
     data = np.asarray(layer.data)
@@ -141,6 +143,7 @@ def _layer_array(layer) -> np.ndarray:
             f"layer '{layer.name}': data of shape {data.shape} is not a slice or a volume; "
             "expected (Z, Y, X), (Z, Y, X, 3), (Y, X) or (Y, X, 3)"
         )
+    check_values(data, f"layer '{layer.name}'")  # named here, not later in core as 'image'
     return data
 
 
