@@ -335,3 +335,16 @@ def test_bad_values_are_reported_with_the_layers_name(grey, error_messages):
     assert widget.segment(TIMEOUT, image=bad) is None
     assert error_messages()[-1].startswith("layer 'flair nan': 16 NaN or infinite value(s)")
     assert widget.worker is None and "flair nan segmentation" not in viewer.layers
+
+
+def test_closing_the_image_during_a_run_adds_nothing(grey):
+    viewer, widget, layer = grey
+    use_as_bundled(ProbModel())
+    finished = []
+    widget.run_finished.connect(finished.append)
+    assert widget(image=layer)
+    viewer.layers.remove(layer)  # before the result comes back to the GUI thread
+    assert widget.wait(TIMEOUT) is None
+    assert finished == ["cancelled"] and "flair segmentation" not in viewer.layers
+    assert widget.status.value == "The image was closed during the run; nothing was added."
+    assert widget.run_button.enabled
