@@ -277,3 +277,24 @@ def test_a_patient_that_does_not_fit_in_memory_is_refused_and_the_rest_go_on(tmp
     assert by[big].status == "failed" and "--batch-size" in by[big].error and "memory" in by[big].error
     assert not (tmp_path / "out" / f"{big}.tif").exists()
     assert sum(r.status == "done" for r in res) == 3
+
+
+def test_overwriting_kaggle_masks_numbered_otherwise_is_refused_not_mixed(tmp_path):
+    """--overwrite into masks of another numbering left the old ones beside the new ones;
+    now the patient fails with a message naming them, and the folder is left as it was."""
+    pid = "TCGA_AA_0009_20000101"
+    patient = write_kaggle_patient(tmp_path / "data", pid=pid, n_slices=6)
+    out = tmp_path / "masks"
+    segment_many([patient], out, model=FlairModel(), format="kaggle-masks")
+    for n in (1, 2):
+        (patient / f"{pid}_{n}.tif").unlink()
+        (patient / f"{pid}_{n}_mask.tif").unlink()
+    before = {p.name: p.stat().st_mtime_ns for p in (out / pid).iterdir()}
+    (row,) = segment_many([patient], out, model=FlairModel(), format="kaggle-masks", overwrite=True)
+    assert row.status == "failed"
+    assert f"holds 2 other mask file(s) ({pid}_1_mask.tif, {pid}_2_mask.tif)" in row.error
+    assert {p.name: p.stat().st_mtime_ns for p in (out / pid).iterdir()} == before
+    for n in (1, 2):
+        (out / pid / f"{pid}_{n}_mask.tif").unlink()
+    (done,) = segment_many([patient], out, model=FlairModel(), format="kaggle-masks", overwrite=True)
+    assert done.status == "done"  # the same numbering: replaced in place

@@ -461,7 +461,9 @@ def write_kaggle_masks(
     ``n`` is the number of the slice's file in ``slice_files`` (the names ``read_patient``
     recorded), or 1..Z without it. All or nothing: every mask is first written to a hidden
     temporary file; only when all are written are they moved into place, and a failure
-    leaves the folder as it was. Refuses to overwrite existing masks unless ``overwrite``.
+    leaves the folder as it was. Refuses to overwrite existing masks unless ``overwrite``,
+    and with it refuses a folder holding other ``*_mask.tif`` files than those it writes
+    (they would sit beside the new masks; we do not delete files we may not have written).
     """
     import tifffile
 
@@ -483,6 +485,14 @@ def write_kaggle_masks(
     existing = [t for t in targets if t.exists()]
     if existing and not overwrite:
         raise InputError(f"{existing[0]}: file exists; refusing to overwrite {len(existing)} mask file(s)")
+    if overwrite and out.is_dir():  # masks left beside the new ones would read as part of them
+        names = {t.name.lower() for t in targets}
+        stale = sorted(c.name for c in out.iterdir() if c.is_file() and c.name.lower().endswith(
+            ("_mask.tif", "_mask.tiff")) and c.name.lower() not in names)
+        if stale:
+            raise InputError(f"{out}: holds {len(stale)} other mask file(s) ({', '.join(stale[:3])}"
+                             f"{', ...' if len(stale) > 3 else ''}) that the new masks would not replace; "
+                             "remove them or write to another folder; nothing was written")
     created = not out.exists()
     temps: list[Path] = []
     try:
