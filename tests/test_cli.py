@@ -799,13 +799,14 @@ def test_segment_sequences_as_separate_files(tmp_path, capsys, fake_model):
 
 @pytest.mark.parametrize("argv, fragment", [
     (["A", "B", "-o", "x.tif"], "-o must be a folder"),
+    (["ROOT", "-o", "x.tif"], "is a folder of 5 patients; -o must be a folder"),
     (["A", "-o", "x.png"], "cannot write labels as '.png'"),
     (["A", "-o", "outdir", "--pre-contrast", "A"], "--pre-contrast"),
 ])
 def test_segment_bad_combinations(tmp_path, capsys, fake_model, argv, fragment):
     root, _, _ = _patients_root(tmp_path)
     a = str(root / "TCGA_AA_0000_20000101")
-    argv = [a if v in ("A", "B") else (str(tmp_path / v) if v in ("x.tif", "x.png", "outdir") else v) for v in argv]
+    argv = [str(root) if v == "ROOT" else a if v in ("A", "B") else (str(tmp_path / v) if v in ("x.tif", "x.png", "outdir") else v) for v in argv]
     code, _, err = run(capsys, "segment", *argv)
     assert_one_line_error(code, err, fragment)
     assert not fake_model and not (tmp_path / "outdir").exists()
