@@ -863,3 +863,16 @@ def test_segment_postprocessing_flags_checked_before_work(extra, fragments, tmp_
     code, _, err = run(capsys, "segment", patient, "-o", out, *extra)
     assert_one_line_error(code, err, *fragments)
     assert not out.exists()
+
+
+def test_broken_links_in_folder_runs_are_reported(tmp_path, capsys, fake_model):
+    root = tmp_path / "data"
+    write_kaggle_patient(root, pid="TCGA_AA_0000_20000101", n_slices=4)
+    link = root / "TCGA_AA_0001_20000101"
+    link.symlink_to(tmp_path / "gone")
+    code, _, err = run(capsys, "segment", root, "-o", tmp_path / "out")
+    assert code == 1 and f"TCGA_AA_0001_20000101: failed: {link}: broken symbolic link" in err
+    assert (tmp_path / "out" / "TCGA_AA_0000_20000101.tif").exists()
+    code, out, err = run(capsys, "evaluate", root)
+    assert code == 0 and "patients: 1" in out
+    assert f"{link}: broken symbolic link (to {tmp_path / 'gone'}); not evaluated" in err

@@ -298,3 +298,16 @@ def test_overwriting_kaggle_masks_numbered_otherwise_is_refused_not_mixed(tmp_pa
         (out / pid / f"{pid}_{n}_mask.tif").unlink()
     (done,) = segment_many([patient], out, model=FlairModel(), format="kaggle-masks", overwrite=True)
     assert done.status == "done"  # the same numbering: replaced in place
+
+
+def test_broken_links_in_a_folder_of_patients_fail_with_their_name(tmp_path):
+    """A broken link to a patient folder was skipped without a word."""
+    write_kaggle_patient(tmp_path / "data", pid="TCGA_AA_0000_20000101", n_slices=4)
+    link = tmp_path / "data" / "TCGA_AA_0001_20000101"
+    link.symlink_to(tmp_path / "gone")
+    rows = segment_many([tmp_path / "data"], tmp_path / "out", model=FlairModel())
+    assert [(r.patient, r.status) for r in rows] == [("TCGA_AA_0000_20000101", "done"),
+                                                     ("TCGA_AA_0001_20000101", "failed")]
+    assert rows[1].error == f"{link}: broken symbolic link (to {tmp_path / 'gone'})"
+    with pytest.raises(InputError, match="broken symbolic link"):
+        segment_many([link], tmp_path / "out2", model=FlairModel())
