@@ -142,6 +142,17 @@ def test_help_says_what_the_exit_statuses_and_flags_are(command, capsys):
         assert "unless --model is given" in text
 
 
+def test_help_shows_defaults_of_0(capsys):
+    """--seed 0 and --test-fraction 0.0 showed no default (0 was taken for 'none')."""
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for option in ("--seed SEED seed of the split, shuffling and augmentation (default: 0)",
+                   "never used in training (default: 0.0)", "(default: 0.1)"):
+        assert option in text, option
+    assert "--resume continue an interrupted run from <out>.last.keras and <out>.state.json --strategy" in text
+
+
 def test_usage_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as info:
         main(["segment", "somewhere"])  # no -o
