@@ -142,6 +142,17 @@ def test_help_says_what_the_exit_statuses_and_flags_are(command, capsys):
         assert "unless --model is given" in text
 
 
+def test_help_shows_defaults_of_0(capsys):
+    """--seed 0 and --test-fraction 0.0 showed no default (0 was taken for 'none')."""
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for option in ("--seed SEED seed of the split, shuffling and augmentation (default: 0)",
+                   "never used in training (default: 0.0)", "(default: 0.1)"):
+        assert option in text, option
+    assert "--resume continue an interrupted run from <out>.last.keras and <out>.state.json --strategy" in text
+
+
 def test_usage_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as info:
         main(["segment", "somewhere"])  # no -o
@@ -799,13 +810,14 @@ def test_segment_sequences_as_separate_files(tmp_path, capsys, fake_model):
 
 @pytest.mark.parametrize("argv, fragment", [
     (["A", "B", "-o", "x.tif"], "-o must be a folder"),
+    (["ROOT", "-o", "x.tif"], "is a folder of 5 patients; -o must be a folder"),
     (["A", "-o", "x.png"], "cannot write labels as '.png'"),
     (["A", "-o", "outdir", "--pre-contrast", "A"], "--pre-contrast"),
 ])
 def test_segment_bad_combinations(tmp_path, capsys, fake_model, argv, fragment):
     root, _, _ = _patients_root(tmp_path)
     a = str(root / "TCGA_AA_0000_20000101")
-    argv = [a if v in ("A", "B") else (str(tmp_path / v) if v in ("x.tif", "x.png", "outdir") else v) for v in argv]
+    argv = [str(root) if v == "ROOT" else a if v in ("A", "B") else (str(tmp_path / v) if v in ("x.tif", "x.png", "outdir") else v) for v in argv]
     code, _, err = run(capsys, "segment", *argv)
     assert_one_line_error(code, err, fragment)
     assert not fake_model and not (tmp_path / "outdir").exists()
@@ -862,3 +874,16 @@ def test_segment_postprocessing_flags_checked_before_work(extra, fragments, tmp_
     code, _, err = run(capsys, "segment", patient, "-o", out, *extra)
     assert_one_line_error(code, err, *fragments)
     assert not out.exists()
+
+
+def test_broken_links_in_folder_runs_are_reported(tmp_path, capsys, fake_model):
+    root = tmp_path / "data"
+    write_kaggle_patient(root, pid="TCGA_AA_0000_20000101", n_slices=4)
+    link = root / "TCGA_AA_0001_20000101"
+    link.symlink_to(tmp_path / "gone")
+    code, _, err = run(capsys, "segment", root, "-o", tmp_path / "out")
+    assert code == 1 and f"TCGA_AA_0001_20000101: failed: {link}: broken symbolic link" in err
+    assert (tmp_path / "out" / "TCGA_AA_0000_20000101.tif").exists()
+    code, out, err = run(capsys, "evaluate", root)
+    assert code == 0 and "patients: 1" in out
+    assert f"{link}: broken symbolic link (to {tmp_path / 'gone'}); not evaluated" in err

@@ -277,3 +277,37 @@ def test_a_patient_that_does_not_fit_in_memory_is_refused_and_the_rest_go_on(tmp
     assert by[big].status == "failed" and "--batch-size" in by[big].error and "memory" in by[big].error
     assert not (tmp_path / "out" / f"{big}.tif").exists()
     assert sum(r.status == "done" for r in res) == 3
+
+
+def test_overwriting_kaggle_masks_numbered_otherwise_is_refused_not_mixed(tmp_path):
+    """--overwrite into masks of another numbering left the old ones beside the new ones;
+    now the patient fails with a message naming them, and the folder is left as it was."""
+    pid = "TCGA_AA_0009_20000101"
+    patient = write_kaggle_patient(tmp_path / "data", pid=pid, n_slices=6)
+    out = tmp_path / "masks"
+    segment_many([patient], out, model=FlairModel(), format="kaggle-masks")
+    for n in (1, 2):
+        (patient / f"{pid}_{n}.tif").unlink()
+        (patient / f"{pid}_{n}_mask.tif").unlink()
+    before = {p.name: p.stat().st_mtime_ns for p in (out / pid).iterdir()}
+    (row,) = segment_many([patient], out, model=FlairModel(), format="kaggle-masks", overwrite=True)
+    assert row.status == "failed"
+    assert f"holds 2 other mask file(s) ({pid}_1_mask.tif, {pid}_2_mask.tif)" in row.error
+    assert {p.name: p.stat().st_mtime_ns for p in (out / pid).iterdir()} == before
+    for n in (1, 2):
+        (out / pid / f"{pid}_{n}_mask.tif").unlink()
+    (done,) = segment_many([patient], out, model=FlairModel(), format="kaggle-masks", overwrite=True)
+    assert done.status == "done"  # the same numbering: replaced in place
+
+
+def test_broken_links_in_a_folder_of_patients_fail_with_their_name(tmp_path):
+    """A broken link to a patient folder was skipped without a word."""
+    write_kaggle_patient(tmp_path / "data", pid="TCGA_AA_0000_20000101", n_slices=4)
+    link = tmp_path / "data" / "TCGA_AA_0001_20000101"
+    link.symlink_to(tmp_path / "gone")
+    rows = segment_many([tmp_path / "data"], tmp_path / "out", model=FlairModel())
+    assert [(r.patient, r.status) for r in rows] == [("TCGA_AA_0000_20000101", "done"),
+                                                     ("TCGA_AA_0001_20000101", "failed")]
+    assert rows[1].error == f"{link}: broken symbolic link (to {tmp_path / 'gone'})"
+    with pytest.raises(InputError, match="broken symbolic link"):
+        segment_many([link], tmp_path / "out2", model=FlairModel())

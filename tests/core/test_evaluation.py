@@ -90,3 +90,14 @@ def test_summary_figures():
     assert s["pooled_dice"] == pytest.approx(2 * 1 / 4)
     assert s["slice_dice_positive_mean"] == pytest.approx(2 / 3)
     assert s["slice_sensitivity"] == 1.0 and s["slice_specificity"] == 0.5
+
+
+def test_broken_links_under_the_data_root_are_noted_not_skipped_unseen(tmp_path):
+    write_kaggle_patient(tmp_path / "data", "TCGA_AA_0000_1", seed=0)
+    link = tmp_path / "data" / "TCGA_AA_0001_1"
+    link.symlink_to(tmp_path / "moved" / "TCGA_AA_0001_1")
+    report = evaluate(tmp_path / "data", MaskOracle())
+    assert [p.patient for p in report.patients] == ["TCGA_AA_0000_1"]
+    assert report.notes == [f"{link}: broken symbolic link (to {tmp_path / 'moved' / 'TCGA_AA_0001_1'}); "
+                            "not evaluated"]
+    assert json.loads(report.to_json(tmp_path / "r.json").read_text())["notes"] == report.notes

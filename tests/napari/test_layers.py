@@ -40,6 +40,27 @@ def test_image_volume_checks():
         _layers.image_volume(Image(np.zeros((2, 3, 8, 8)), name="4d"))
 
 
+def test_layer_values_are_checked_under_the_layers_name():
+    data = np.zeros((2, 8, 8), np.float32)
+    data[0, 0, 0] = np.inf
+    with pytest.raises(InputError, match="^layer 'flair': 1 NaN or infinite"):
+        _layers.image_volume(Image(data, name="flair"))
+    with pytest.raises(InputError, match="^layer 't1': 1 NaN or infinite"):
+        _layers.layer_stack(Image(data, name="t1"))
+
+
+def test_a_grey_volume_gets_a_channel_axis_so_3_columns_are_not_rgb():
+    grey = Image(np.zeros((5, 8, 3), np.uint8), rgb=False, name="sagittal")
+    assert _layers.image_volume(grey).shape == (5, 8, 3, 1)
+    assert _layers.layer_stack(grey).image.shape == (5, 8, 3)  # sequences stack grey volumes
+    assert _layers.image_volume(Image(np.zeros((8, 8)), name="slice")).shape == (8, 8)
+    img = Image(np.zeros((5, 8, 4), np.uint8), rgb=False, name="p")
+    stacks = _layers.stacks_from_layer_pairs([(img, Labels(np.ones((5, 8, 4), np.uint8), name="gt"))])
+    from napari_lgg_seg.core.dataset import slices_from_stacks
+
+    assert len(slices_from_stacks(stacks, (16, 16))) == 5  # training reads 5 slices, not one RGB one
+
+
 def test_stacks_from_layer_pairs():
     img = Image(np.zeros((3, 8, 8, 3), np.uint8), rgb=True, name="p1", metadata={"patient_id": "P"})
     lab = Labels(np.ones((3, 8, 8), np.uint8), name="gt")

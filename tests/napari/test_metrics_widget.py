@@ -95,7 +95,7 @@ def test_csv_export(widget_and_viewer, tmp_path):
         widget.export_csv(tmp_path / "missing" / "m.csv")
 
 
-def test_table_lists_slices_with_abnormality_first(make_napari_viewer):
+def test_table_lists_slices_with_abnormality_first(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
     a = np.zeros((5, 8, 8), np.uint8)
     b = np.zeros((5, 8, 8), np.uint8)
@@ -115,6 +115,12 @@ def test_table_lists_slices_with_abnormality_first(make_napari_viewer):
     widget.hide_empty.value = True
     assert widget.table.rowCount() == 2
     assert [r["slice"] for r in widget.rows] == [0, 1, 2, 3, 4]  # the export keeps slice order
+    # the CSV holds every slice whatever the table hides, as the tooltips say
+    import csv
+
+    with open(widget.export_csv(tmp_path / "m.csv"), newline="") as fh:
+        assert [int(r[0]) for r in list(csv.reader(fh))[1:]] == [0, 1, 2, 3, 4]
+    assert "every slice" in widget.export_button.tooltip and "every slice" in widget.hide_empty.tooltip
 
 
 def test_a_layer_is_not_compared_with_itself(widget_and_viewer, error_messages):

@@ -307,3 +307,44 @@ def test_a_run_emptied_by_post_processing_says_so(grey):
            "'none' to see them." in widget.status.value
     seg = widget.segment(TIMEOUT, postprocess="none", min_size=0)
     assert seg.data.any() and "removed all" not in widget.status.value
+
+
+def test_a_grey_volume_with_3_columns_is_segmented_as_a_volume(grey):
+    """A grey (Z, Y, 3) layer (rgb False, e.g. a NIfTI of 3 sagittal slices) is a volume of
+    3-column slices, not one RGB slice; a genuinely RGB layer stays RGB."""
+    viewer, widget, _ = grey
+    vol = np.zeros((6, 32, 3), np.uint8)
+    vol[2:4, 10:20] = 250
+    thin = viewer.add_image(vol, name="sagittal", rgb=False)
+    model = ProbModel()
+    use_as_bundled(model)
+    seg = widget.segment(TIMEOUT, image=thin, postprocess="none")
+    assert seg is not None and seg.data.shape == (6, 32, 3)
+    assert np.array_equal(seg.data > 0, vol > 0)
+    rgb = viewer.add_image(np.zeros((32, 32, 3), np.uint8), name="slice", rgb=True)
+    seg = widget.segment(TIMEOUT, image=rgb)
+    assert seg is not None and seg.data.shape == (32, 32)
+
+
+def test_bad_values_are_reported_with_the_layers_name(grey, error_messages):
+    viewer, widget, _ = grey
+    use_as_bundled(ProbModel())
+    vol = blobs().astype(np.float32)
+    vol[0, :4, :4] = np.nan
+    bad = viewer.add_image(vol, name="flair nan")
+    assert widget.segment(TIMEOUT, image=bad) is None
+    assert error_messages()[-1].startswith("layer 'flair nan': 16 NaN or infinite value(s)")
+    assert widget.worker is None and "flair nan segmentation" not in viewer.layers
+
+
+def test_closing_the_image_during_a_run_adds_nothing(grey):
+    viewer, widget, layer = grey
+    use_as_bundled(ProbModel())
+    finished = []
+    widget.run_finished.connect(finished.append)
+    assert widget(image=layer)
+    viewer.layers.remove(layer)  # before the result comes back to the GUI thread
+    assert widget.wait(TIMEOUT) is None
+    assert finished == ["cancelled"] and "flair segmentation" not in viewer.layers
+    assert widget.status.value == "The image was closed during the run; nothing was added."
+    assert widget.run_button.enabled

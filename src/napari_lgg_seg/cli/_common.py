@@ -243,7 +243,8 @@ class _Formatter(argparse.HelpFormatter):
             "%(default)" not in text
             and action.option_strings
             and action.nargs != 0
-            and action.default not in (None, False, argparse.SUPPRESS)
+            and action.default is not None and action.default is not False  # 0 is a default
+            and action.default != argparse.SUPPRESS
         ):
             text += " (default: %(default)s)"
         return text

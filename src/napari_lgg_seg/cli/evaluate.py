@@ -11,6 +11,7 @@ from ._common import (
     _check_model_path,
     _check_output,
     _info,
+    _note,
     _segment_options,
     add_engine,
     add_flair_model,
@@ -65,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
     _info(f"model: {report.model}, threshold {report.threshold}, post-processing: {report.postprocessing}" + (", FLAIR channel only" if report.flair_only else ""))
     _info(report.format())
+    for note in report.notes:
+        _note(note)
     if report_path is not None:
         report.to_json(report_path)
         _info(f"wrote {report_path}")

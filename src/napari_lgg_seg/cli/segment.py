@@ -107,11 +107,31 @@ def run(args: argparse.Namespace) -> int:
                          "or a folder name without extension")
     if to_file and (len(args.input) > 1 or args.shard or args.format):
         raise InputError(f"{args.output}: with several inputs, --shard or --format, -o must be a folder")
+    if to_file and Path(args.input[0]).is_dir():
+        _check_one_patient(Path(args.input[0]), args.output)
     if (args.pre_contrast or args.post_contrast) and (len(args.input) > 1 or not to_file):
         raise InputError("--pre-contrast/--post-contrast go with one FLAIR input and an output file (-o OUT.tif|.nii.gz)")
     if to_file:
         return _segment_one(args, options)
     return _segment_many(args, options)
+
+
+def _check_one_patient(folder: Path, output) -> None:
+    """Refuse a folder of patients for an output file, naming the way out (a folder that is
+    not a patient and holds at most one is left to the reader, whose message says what is
+    amiss with it as a patient)."""
+    from ..core.batch import patient_inputs
+    from ..core.io import is_readable
+
+    if is_readable(folder):
+        return
+    try:
+        n = len(patient_inputs([folder]))
+    except InputError:
+        return
+    if n > 1:
+        raise InputError(f"{output}: {folder} is a folder of {n} patients; -o must be a folder for them "
+                         "(e.g. -o labels/), which gets one output per patient")
 
 
 def _segment_one(args: argparse.Namespace, options: dict) -> int:

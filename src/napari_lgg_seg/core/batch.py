@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import Cancelled, InputError, LGGSegError
-from .io import PatientStack, TIFF_SUFFIXES, atomic_write, is_readable, read_patient
+from .io import PatientStack, TIFF_SUFFIXES, atomic_write, is_broken_link, is_readable, missing_reason, read_patient
 
 FORMATS = {"tif": ".tif", "nii.gz": ".nii.gz", "nii": ".nii", "kaggle-masks": ""}
 SUMMARY_FIELDS = ("patient", "input", "output", "status", "slices", "voxel_size_mm", "abnormality_voxels",
@@ -88,17 +88,18 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray, stack: PatientStac
 
 def patient_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     """Expand inputs into patients: a patient (kaggle folder, DICOM folder, TIFF, NIfTI)
-    stays itself; any other folder gives the patients directly inside it, sorted."""
+    stays itself; any other folder gives the patients directly inside it, sorted, and its
+    broken symbolic links (which then fail, named, rather than go unseen)."""
     out: list[Path] = []
     for item in inputs:
         p = Path(item)
         if not p.exists():
-            raise InputError(f"{p}: no such file or folder")
+            raise InputError(f"{p}: {missing_reason(p)}")
         if not p.is_dir() or is_readable(p):
             out.append(p)
             continue
-        found = sorted(c for c in p.iterdir() if not c.name.startswith(".") and is_readable(c)
-                       and not _is_mask_file(c) and not _is_our_labels(c))
+        found = sorted(c for c in p.iterdir() if not c.name.startswith(".") and (is_broken_link(c) or (
+                       is_readable(c) and not _is_mask_file(c) and not _is_our_labels(c))))
         if not found:
             raise InputError(f"{p}: no patients in this folder (kaggle_3m or DICOM folders, TIFF or NIfTI files)")
         out.extend(found)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .io import atomic_write, find_patient_folders, kaggle_slices, read_patient
+from .io import atomic_write, find_patient_folders, kaggle_slices, missing_reason, read_patient
 from .metrics import dice, iou
 from .preprocess import flair_channel
 
@@ -37,6 +37,7 @@ class EvaluationReport:
     summary: dict = field(default_factory=dict)
     flair_only: bool = False  # scored on the FLAIR channel alone (other sequences missing)
     postprocessing: str = "none"
+    notes: list[str] = field(default_factory=list)  # e.g. broken links skipped under the data root
 
     def to_json(self, path: str | os.PathLike) -> Path:
         """Write the report as strict JSON: undefined figures (NaN) become null."""
@@ -123,10 +124,12 @@ def _patient_id(folder: Path) -> str | None:
         return None
 
 
-def patient_folders(data_root: str | os.PathLike, patients: Sequence[str] | None = None) -> list[Path]:
+def patient_folders(data_root: str | os.PathLike, patients: Sequence[str] | None = None,
+                    broken: list[Path] | None = None) -> list[Path]:
     """The patient folders ``evaluate`` scores (all under ``data_root``, or ``patients``),
-    checked by file name only, before any slow work, to have a mask for every slice."""
-    folders = find_patient_folders(data_root)
+    checked by file name only, before any slow work, to have a mask for every slice.
+    Broken symbolic links under ``data_root`` are appended to ``broken`` when given."""
+    folders = find_patient_folders(data_root, broken)
     if patients is not None:
         wanted = {patients} if isinstance(patients, str) else set(patients)
         names = {f: {f.name, _patient_id(f)} for f in folders}  # the folder's name or its slices' <ID>
@@ -171,7 +174,8 @@ def evaluate(
     """
     from .inference import model_label, resolve_engine, resolve_model, resolve_postprocessing, segment_volume
 
-    folders = patient_folders(data_root, patients)
+    broken: list[Path] = []
+    folders = patient_folders(data_root, patients, broken)
     if isinstance(model, (str, os.PathLike)):
         from .model import load_model
 
@@ -206,5 +210,6 @@ def evaluate(
     elif routed:
         label += f"; {len(routed)} FLAIR-only patient(s) with {model_label(routed[0])}"
     return EvaluationReport(
-        label, threshold, scores, summarize(scores, truths, preds), flair_only, post.describe()
+        label, threshold, scores, summarize(scores, truths, preds), flair_only, post.describe(),
+        [f"{b}: {missing_reason(b)}; not evaluated" for b in broken],
     )

@@ -190,7 +190,7 @@ def read_patient(path: str | os.PathLike) -> PatientStack:
     """
     p = Path(path)
     if not p.exists():
-        raise InputError(f"{p}: no such file or folder")
+        raise InputError(f"{p}: {missing_reason(p)}")
     from .dicom import is_dicom_folder, looks_like_dicom
     from .nifti import is_nifti_name
 
@@ -236,12 +236,28 @@ def _has_kaggle_slices(folder: Path) -> bool:
         return False
 
 
-def find_patient_folders(root: str | os.PathLike) -> list[Path]:
+def is_broken_link(path: str | os.PathLike) -> bool:
+    """A symbolic link whose target does not exist."""
+    return os.path.islink(path) and not os.path.exists(path)
+
+
+def missing_reason(path: str | os.PathLike) -> str:
+    """Why a path that does not exist cannot be read: a broken link (naming its target)
+    or no such file."""
+    if is_broken_link(path):
+        try:
+            return f"broken symbolic link (to {os.readlink(path)})"
+        except OSError:
+            return "broken symbolic link"
+    return "no such file or folder"
+
+
+def find_patient_folders(root: str | os.PathLike, broken: list[Path] | None = None) -> list[Path]:
     """Patient folders (folders holding kaggle_3m slices) at or below ``root``, sorted.
 
     Symbolic links are followed, but each real folder is visited once (a link back up
     the tree is not a second copy of the data); two folders with slices of the same
-    patient id are refused.
+    patient id are refused. Broken symbolic links are appended to ``broken`` when given.
     """
     r = Path(root)
     if not r.is_dir():
@@ -256,6 +272,8 @@ def find_patient_folders(root: str | os.PathLike) -> list[Path]:
             continue
         seen.add(real)
         dirnames.sort()
+        if broken is not None:
+            broken.extend(Path(dirpath, f) for f in sorted(filenames) if is_broken_link(os.path.join(dirpath, f)))
         pids = {m["pid"] for m in map(_SLICE_RE.match, filenames) if m and not m["mask"]}
         if not pids:
             continue
@@ -461,7 +479,9 @@ def write_kaggle_masks(
     ``n`` is the number of the slice's file in ``slice_files`` (the names ``read_patient``
     recorded), or 1..Z without it. All or nothing: every mask is first written to a hidden
     temporary file; only when all are written are they moved into place, and a failure
-    leaves the folder as it was. Refuses to overwrite existing masks unless ``overwrite``.
+    leaves the folder as it was. Refuses to overwrite existing masks unless ``overwrite``,
+    and with it refuses a folder holding other ``*_mask.tif`` files than those it writes
+    (they would sit beside the new masks; we do not delete files we may not have written).
     """
     import tifffile
 
@@ -483,6 +503,14 @@ def write_kaggle_masks(
     existing = [t for t in targets if t.exists()]
     if existing and not overwrite:
         raise InputError(f"{existing[0]}: file exists; refusing to overwrite {len(existing)} mask file(s)")
+    if overwrite and out.is_dir():  # masks left beside the new ones would read as part of them
+        names = {t.name.lower() for t in targets}
+        stale = sorted(c.name for c in out.iterdir() if c.is_file() and c.name.lower().endswith(
+            ("_mask.tif", "_mask.tiff")) and c.name.lower() not in names)
+        if stale:
+            raise InputError(f"{out}: holds {len(stale)} other mask file(s) ({', '.join(stale[:3])}"
+                             f"{', ...' if len(stale) > 3 else ''}) that the new masks would not replace; "
+                             "remove them or write to another folder; nothing was written")
     created = not out.exists()
     temps: list[Path] = []
     try:

@@ -18,6 +18,7 @@ from ..core import metrics
 from ..core.errors import InputError, LGGSegError
 from ..core.io import PatientStack
 from ..core.metrics import abnormality_volume
+from ..core.preprocess import check_values
 from ..core.postprocess import PostProcessing
 
 GROUND_TRUTH = "ground truth"
@@ -127,8 +128,9 @@ def labels_tiff_layer_data(path, voxel_size) -> tuple:
 
 
 # --------------------------------------------------------------------------- layers -> arrays
-def image_volume(layer) -> np.ndarray:
-    """The array of an image layer as ``segment_volume`` takes it: (Z, Y, X[, 3]) or (Y, X[, 3])."""
+def _layer_array(layer) -> np.ndarray:
+    """The array of an image layer, checked: a slice or a volume, grey or RGB, of finite
+    real numbers (``core.preprocess.check_values``)."""
     if getattr(layer, "multiscale", False):
         raise InputError(f"layer '{layer.name}': multiscale images are not supported; open level 0")
     data = np.asarray(layer.data)
@@ -141,13 +143,16 @@ def image_volume(layer) -> np.ndarray:
             f"layer '{layer.name}': data of shape {data.shape} is not a slice or a volume; "
             "expected (Z, Y, X), (Z, Y, X, 3), (Y, X) or (Y, X, 3)"
         )
-    if not rgb and spatial == 3 and data.shape[-1] in (3, 4) and min(data.shape[:2]) > 4:
-        # core would read a grey (Y, X, 3) array as one RGB slice; napari shows it as 3 slices
-        raise InputError(
-            f"layer '{layer.name}': grey volume of shape {data.shape} has only {data.shape[-1]} "
-            "columns; if it is an RGB slice, open it with rgb=True"
-        )
+    check_values(data, f"layer '{layer.name}'")  # named here, not later in core as 'image'
     return data
+
+
+def image_volume(layer) -> np.ndarray:
+    """The array of an image layer as ``segment_volume`` takes it: (Z, Y, X, 3), (Y, X[, 3]),
+    or (Z, Y, X, 1) for a grey volume (the layer is not ``rgb``), as ``core.batch.stack_volume``
+    gives it, so that one with 3 or 4 columns is not taken for one RGB slice."""
+    data = _layer_array(layer)
+    return data[..., None] if data.ndim == 3 and not getattr(layer, "rgb", False) else data
 
 
 def layer_geometry(layer):
@@ -163,7 +168,7 @@ def layer_stack(layer) -> PatientStack:
     from the metadata), e.g. for ``core.sequences.stack_sequences``."""
     meta = getattr(layer, "metadata", None) or {}
     vs = meta.get("voxel_size")
-    return PatientStack(image=image_volume(layer), mask=None, patient_id=f"layer '{layer.name}'", source=None,
+    return PatientStack(image=_layer_array(layer), mask=None, patient_id=f"layer '{layer.name}'", source=None,
                         voxel_size=tuple(float(v) for v in vs) if vs else None, geometry=layer_geometry(layer))
 
 

@@ -91,9 +91,12 @@ class MetricsWidget(QWidget):
         if len(self.layer_b.choices) > 1:
             self.layer_b.value = self.layer_b.choices[1]
         self.hide_empty = CheckBox(name="hide_empty", value=False, text="hide slices empty in both",
-                                   tooltip="Slices where both masks are empty score 1; leave them out of the table")
+                                   tooltip="Slices where both masks are empty score 1; leave them out of the table "
+                                           "(Export CSV… still writes every slice)")
         self.compute_button = PushButton(name="compute_button", text="Compute")
-        self.export_button = PushButton(name="export_button", text="Export CSV…", enabled=False)
+        self.export_button = PushButton(name="export_button", text="Export CSV…", enabled=False,
+                                        tooltip="Save the metrics of every slice, in slice order, whatever "
+                                                "the table hides or how it is sorted")
         buttons = Container(widgets=[self.compute_button, self.export_button], layout="horizontal",
                             labels=False)
         buttons.margins = (0, 0, 0, 0)
@@ -233,7 +236,8 @@ class MetricsWidget(QWidget):
         self.viewer.dims.set_point(axis, float(layer.data_to_world(centre)[0]))
 
     def export_csv(self, path: str | Path) -> Path:
-        """Write the per-slice table to ``path`` (atomically)."""
+        """Write the per-slice metrics of every slice, in slice order, to ``path`` (atomically);
+        *hide slices empty in both* filters only the table shown."""
         if not self.rows:
             raise InputError("nothing to export; compute the metrics first")
         return write_rows_csv(path, self.rows, self._names)

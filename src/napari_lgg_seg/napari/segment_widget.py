@@ -519,6 +519,9 @@ class SegmentWidget(Container):
             self.status.value = f"Segmented {record.done} of {record.total} slices"
 
     def _on_result(self, result: Result, image_layer, options: SegmentOptions) -> Outcome:
+        if result.outcome is Outcome.DONE and image_layer not in self.viewer.layers:
+            self.status.value = "The image was closed during the run; nothing was added."
+            return Outcome.CANCELLED
         if result.outcome is Outcome.DONE:
             labels, info, used, note = result.value
             try:
