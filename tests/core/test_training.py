@@ -81,6 +81,34 @@ def test_resume_continues_from_last_epoch(tmp_path, small_data):
     assert [line.split(",")[0] for line in (tmp_path / "log.csv").read_text().splitlines()[1:]] == ["0", "1"]
 
 
+def test_resume_with_ema_goes_on_from_the_raw_weights(tmp_path, small_data):
+    """The checkpoint is saved with the averaged weights swapped into the model (and the
+    raw ones into the optimizer); a resumed run swaps them back rather than training on
+    from the average and averaging from the raw weights."""
+    import keras
+    import numpy as np
+
+    from napari_lgg_seg.core.training import train
+
+    seen = {}
+
+    class Spy(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            seen["start"] = [v.numpy().copy() for v in self.model.trainable_variables]
+
+        def on_epoch_end(self, epoch, logs=None):  # after SwapEMAWeights: model = average
+            opt = self.model.optimizer
+            seen["raw"] = [v.numpy().copy() for v in opt._model_variables_moving_average]
+            seen["ema"] = [v.numpy().copy() for v in self.model.trainable_variables]
+            self.model.stop_training = True  # interrupted after the first of 3 epochs
+
+    train(small_data, cfg(tmp_path, epochs=3, ema_momentum=0.9), callbacks=[Spy()], verbose=0)
+    raw, ema = seen["raw"], seen["ema"]
+    assert any(not np.allclose(a, b) for a, b in zip(raw, ema))
+    train(small_data, cfg(tmp_path, epochs=3, ema_momentum=0.9, resume=True), callbacks=[Spy()], verbose=0)
+    assert all(np.array_equal(a, b) for a, b in zip(seen["start"], raw))
+
+
 def test_stop_event_keeps_previous_model_intact(tmp_path, small_data):
     from napari_lgg_seg.core.training import train
 

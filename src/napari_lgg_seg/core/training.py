@@ -370,6 +370,13 @@ def train(
             if cfg.context_slices not in (0, model_context(model)):
                 raise ModelError(f"{_last_path(out)}: was trained with {model_context(model)} context slice(s), "
                                  f"not {cfg.context_slices}; resume with the same --context-slices")
+            if getattr(model.optimizer, "use_ema", False):
+                # saved after SwapEMAWeights put the averaged weights into the model and the
+                # raw ones into the optimizer: swap back, so that training goes on from the
+                # raw weights and the average from where it was
+                swap = keras.callbacks.SwapEMAWeights()
+                swap.set_model(model)
+                swap._swap_variables()
         else:
             model = compile_unet(_initial_model(cfg), cfg.learning_rate, cfg.ema_momentum)
     context = model_context(model)
