@@ -81,6 +81,21 @@ def test_resume_continues_from_last_epoch(tmp_path, small_data):
     assert [line.split(",")[0] for line in (tmp_path / "log.csv").read_text().splitlines()[1:]] == ["0", "1"]
 
 
+def test_resume_without_improvement_reports_the_earlier_best_epoch(tmp_path, small_data):
+    """A resumed run that does not beat the best so far still names its epoch (the Train
+    widget took None for 'stopped before a model was saved')."""
+    from napari_lgg_seg.core.training import train
+
+    train(small_data, cfg(tmp_path, epochs=1), verbose=0)
+    state = tmp_path / "m.keras.state.json"
+    saved = json.loads(state.read_text())
+    assert saved["best_epoch"] == 0
+    state.write_text(json.dumps({**saved, "best": 1.0}))  # no epoch can beat a Dice of 1
+    r = train(small_data, cfg(tmp_path, epochs=2, resume=True), verbose=0)
+    assert r.epochs_run == 1 and r.best_epoch == 0 and r.best_val_patient_dice == 1.0
+    assert json.loads(state.read_text())["best_epoch"] == 0
+
+
 def test_resume_with_ema_goes_on_from_the_raw_weights(tmp_path, small_data):
     """The checkpoint is saved with the averaged weights swapped into the model (and the
     raw ones into the optimizer); a resumed run swaps them back rather than training on

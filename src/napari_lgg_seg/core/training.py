@@ -99,6 +99,9 @@ def check_resume(cfg: TrainConfig) -> dict | None:
     best = state.get("best")
     if best is not None and not isinstance(best, (int, float)):
         raise InputError(f"{state_file}: damaged resume state (bad 'best'); start again without --resume")
+    best_epoch = state.get("best_epoch")
+    if best_epoch is not None and (not isinstance(best_epoch, int) or isinstance(best_epoch, bool) or best_epoch < 0):
+        raise InputError(f"{state_file}: damaged resume state (bad 'best_epoch'); start again without --resume")
     if not last.is_file():
         raise InputError(f"{out}: cannot resume, {last.name} is missing; start again without --resume")
     filters = keras_filters(last)
@@ -153,11 +156,12 @@ class CheckpointCallback(keras.callbacks.Callback):
     leaves that file as it was rather than a model trained for a few batches."""
 
     def __init__(self, out: Path, monitor: str, mode: str, export: Callable, best: float | None = None,
-                 keep_existing: bool = False, stopper: StopCallback | None = None):
+                 keep_existing: bool = False, stopper: StopCallback | None = None,
+                 best_epoch: int | None = None):
         super().__init__()
         self.out, self.monitor, self.mode, self.export = out, monitor, mode, export
         self.best = best
-        self.best_epoch: int | None = None
+        self.best_epoch = best_epoch  # of ``best``: a resumed run's best so far
         self.keep_existing, self.stopper = keep_existing, stopper
 
     def _better(self, value: float) -> bool:
@@ -395,7 +399,7 @@ def train(
     replaces = out.exists() and not state
     checkpoint = CheckpointCallback(
         out, monitor, mode, _float32_twin(cfg.base_filters, context), best=state["best"] if state else None,
-        keep_existing=replaces, stopper=stopper,
+        keep_existing=replaces, stopper=stopper, best_epoch=state.get("best_epoch") if state else None,
     )
     cbs: list[keras.callbacks.Callback] = []
     if cfg.ema_momentum:
