@@ -81,6 +81,34 @@ def test_resume_continues_from_last_epoch(tmp_path, small_data):
     assert [line.split(",")[0] for line in (tmp_path / "log.csv").read_text().splitlines()[1:]] == ["0", "1"]
 
 
+def test_resume_goes_on_with_the_samples_of_the_next_epoch(tmp_path, small_data, monkeypatch):
+    """The resumed epochs draw the slices (and augmentations) an uninterrupted run would
+    have, not those of the first epochs again."""
+    import napari_lgg_seg.core.training as training
+
+    seen = []
+
+    class Spy(training.SliceDataset):
+        def __getitem__(self, index):
+            if self.augment_config is not None:  # the training set
+                seen.append((self._epoch_seed, index, self._order.tolist()))
+            return super().__getitem__(index)
+
+    monkeypatch.setattr(training, "SliceDataset", Spy)
+    def last_epoch():  # the batches of the last epoch trained (each seed is one epoch)
+        last = max(s[0] for s in seen)
+        return sorted(s for s in seen if s[0] == last)
+
+    training.train(small_data, cfg(tmp_path, out=str(tmp_path / "a.keras"), epochs=2), verbose=0)
+    whole = last_epoch()
+    seen.clear()
+    training.train(small_data, cfg(tmp_path, epochs=1), verbose=0)
+    first = last_epoch()
+    seen.clear()
+    training.train(small_data, cfg(tmp_path, epochs=2, resume=True), verbose=0)
+    assert len(whole) == 2 and last_epoch() == whole and first != whole
+
+
 def test_resume_without_improvement_reports_the_earlier_best_epoch(tmp_path, small_data):
     """A resumed run that does not beat the best so far still names its epoch (the Train
     widget took None for 'stopped before a model was saved')."""

@@ -393,6 +393,8 @@ def train(
         samples_per_epoch=cfg.samples_per_epoch, workers=cfg.workers,
         use_multiprocessing=False,
     )
+    for _ in range(initial_epoch):  # a resumed run goes on with the samples of its next epoch
+        train_ds.on_epoch_end()
     val_ds = SliceDataset(val_set, cfg.batch_size, context=context) if len(val_set) else None
     monitor, mode = ("val_patient_dice", "max") if val_ds else ("loss", "min")
     stopper = StopCallback(stop_event, cfg.time_budget_min * 60 if cfg.time_budget_min else None)
