@@ -109,6 +109,33 @@ def test_resume_goes_on_with_the_samples_of_the_next_epoch(tmp_path, small_data,
     assert len(whole) == 2 and last_epoch() == whole and first != whole
 
 
+def test_resume_goes_on_with_the_plateau_and_early_stopping_counts(tmp_path, small_data, monkeypatch):
+    """With the validation Dice on a plateau, halving after every epoch without improvement
+    (lr_patience 1) and stopping after 3: a run interrupted after its second epoch and
+    resumed learns at the rates, and stops at the epoch, of an uninterrupted one (it lost
+    the halving of its last epoch and started counting afresh)."""
+    import keras
+
+    import napari_lgg_seg.core.training as training
+
+    def plateau(self, epoch, logs=None):
+        logs["val_patient_dice"] = 0.5
+
+    monkeypatch.setattr(training.PatientDiceCallback, "on_epoch_end", plateau)
+
+    class StopAfterSecond(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                self.model.stop_training = True
+
+    kw = dict(epochs=6, lr_patience=1, patience=3, learning_rate=1e-3, min_lr=1e-6)
+    whole = training.train(small_data, cfg(tmp_path, out=str(tmp_path / "a.keras"), **kw), verbose=0)
+    assert whole.history["learning_rate"] == pytest.approx([1e-3, 1e-3, 5e-4, 2.5e-4], rel=1e-5)
+    training.train(small_data, cfg(tmp_path, **kw), callbacks=[StopAfterSecond()], verbose=0)
+    r = training.train(small_data, cfg(tmp_path, resume=True, **kw), verbose=0)
+    assert r.history["learning_rate"] == pytest.approx([5e-4, 2.5e-4], rel=1e-5)
+
+
 def test_resume_without_improvement_reports_the_earlier_best_epoch(tmp_path, small_data):
     """A resumed run that does not beat the best so far still names its epoch (the Train
     widget took None for 'stopped before a model was saved')."""
