@@ -151,7 +151,8 @@ def test_resume_without_improvement_reports_the_earlier_best_epoch(tmp_path, sma
     assert json.loads(state.read_text())["best_epoch"] == 0
 
 
-def test_resume_with_ema_goes_on_from_the_raw_weights(tmp_path, small_data):
+@pytest.mark.parametrize("precision", ["float32", "mixed_float16"])  # mixed_float16: a loss-scale optimizer
+def test_resume_with_ema_goes_on_from_the_raw_weights(tmp_path, small_data, precision):
     """The checkpoint is saved with the averaged weights swapped into the model (and the
     raw ones into the optimizer); a resumed run swaps them back rather than training on
     from the average and averaging from the raw weights."""
@@ -167,15 +168,16 @@ def test_resume_with_ema_goes_on_from_the_raw_weights(tmp_path, small_data):
             seen["start"] = [v.numpy().copy() for v in self.model.trainable_variables]
 
         def on_epoch_end(self, epoch, logs=None):  # after SwapEMAWeights: model = average
-            opt = self.model.optimizer
+            opt = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)
             seen["raw"] = [v.numpy().copy() for v in opt._model_variables_moving_average]
             seen["ema"] = [v.numpy().copy() for v in self.model.trainable_variables]
             self.model.stop_training = True  # interrupted after the first of 3 epochs
 
-    train(small_data, cfg(tmp_path, epochs=3, ema_momentum=0.9), callbacks=[Spy()], verbose=0)
+    train(small_data, cfg(tmp_path, epochs=3, ema_momentum=0.9, precision=precision), callbacks=[Spy()], verbose=0)
     raw, ema = seen["raw"], seen["ema"]
     assert any(not np.allclose(a, b) for a, b in zip(raw, ema))
-    train(small_data, cfg(tmp_path, epochs=3, ema_momentum=0.9, resume=True), callbacks=[Spy()], verbose=0)
+    train(small_data, cfg(tmp_path, epochs=3, ema_momentum=0.9, precision=precision, resume=True),
+          callbacks=[Spy()], verbose=0)
     assert all(np.array_equal(a, b) for a, b in zip(seen["start"], raw))
 
 

@@ -399,7 +399,8 @@ def train(
             if cfg.context_slices not in (0, model_context(model)):
                 raise ModelError(f"{_last_path(out)}: was trained with {model_context(model)} context slice(s), "
                                  f"not {cfg.context_slices}; resume with the same --context-slices")
-            if getattr(model.optimizer, "use_ema", False):
+            optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)  # mixed_float16: loss scaling
+            if getattr(optimizer, "use_ema", False):
                 # saved after SwapEMAWeights put the averaged weights into the model and the
                 # raw ones into the optimizer: swap back, so that training goes on from the
                 # raw weights and the average from where it was
