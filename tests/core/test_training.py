@@ -81,6 +81,107 @@ def test_resume_continues_from_last_epoch(tmp_path, small_data):
     assert [line.split(",")[0] for line in (tmp_path / "log.csv").read_text().splitlines()[1:]] == ["0", "1"]
 
 
+def test_resume_goes_on_with_the_samples_of_the_next_epoch(tmp_path, small_data, monkeypatch):
+    """The resumed epochs draw the slices (and augmentations) an uninterrupted run would
+    have, not those of the first epochs again."""
+    import napari_lgg_seg.core.training as training
+
+    seen = []
+
+    class Spy(training.SliceDataset):
+        def __getitem__(self, index):
+            if self.augment_config is not None:  # the training set
+                seen.append((self._epoch_seed, index, self._order.tolist()))
+            return super().__getitem__(index)
+
+    monkeypatch.setattr(training, "SliceDataset", Spy)
+    def last_epoch():  # the batches of the last epoch trained (each seed is one epoch)
+        last = max(s[0] for s in seen)
+        return sorted(s for s in seen if s[0] == last)
+
+    training.train(small_data, cfg(tmp_path, out=str(tmp_path / "a.keras"), epochs=2), verbose=0)
+    whole = last_epoch()
+    seen.clear()
+    training.train(small_data, cfg(tmp_path, epochs=1), verbose=0)
+    first = last_epoch()
+    seen.clear()
+    training.train(small_data, cfg(tmp_path, epochs=2, resume=True), verbose=0)
+    assert len(whole) == 2 and last_epoch() == whole and first != whole
+
+
+def test_resume_goes_on_with_the_plateau_and_early_stopping_counts(tmp_path, small_data, monkeypatch):
+    """With the validation Dice on a plateau, halving after every epoch without improvement
+    (lr_patience 1) and stopping after 3: a run interrupted after its second epoch and
+    resumed learns at the rates, and stops at the epoch, of an uninterrupted one (it lost
+    the halving of its last epoch and started counting afresh)."""
+    import keras
+
+    import napari_lgg_seg.core.training as training
+
+    def plateau(self, epoch, logs=None):
+        logs["val_patient_dice"] = 0.5
+
+    monkeypatch.setattr(training.PatientDiceCallback, "on_epoch_end", plateau)
+
+    class StopAfterSecond(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                self.model.stop_training = True
+
+    kw = dict(epochs=6, lr_patience=1, patience=3, learning_rate=1e-3, min_lr=1e-6)
+    whole = training.train(small_data, cfg(tmp_path, out=str(tmp_path / "a.keras"), **kw), verbose=0)
+    assert whole.history["learning_rate"] == pytest.approx([1e-3, 1e-3, 5e-4, 2.5e-4], rel=1e-5)
+    training.train(small_data, cfg(tmp_path, **kw), callbacks=[StopAfterSecond()], verbose=0)
+    r = training.train(small_data, cfg(tmp_path, resume=True, **kw), verbose=0)
+    assert r.history["learning_rate"] == pytest.approx([5e-4, 2.5e-4], rel=1e-5)
+
+
+def test_resume_without_improvement_reports_the_earlier_best_epoch(tmp_path, small_data):
+    """A resumed run that does not beat the best so far still names its epoch (the Train
+    widget took None for 'stopped before a model was saved')."""
+    from napari_lgg_seg.core.training import train
+
+    train(small_data, cfg(tmp_path, epochs=1), verbose=0)
+    state = tmp_path / "m.keras.state.json"
+    saved = json.loads(state.read_text())
+    assert saved["best_epoch"] == 0
+    state.write_text(json.dumps({**saved, "best": 1.0}))  # no epoch can beat a Dice of 1
+    r = train(small_data, cfg(tmp_path, epochs=2, resume=True), verbose=0)
+    assert r.epochs_run == 1 and r.best_epoch == 0 and r.best_val_patient_dice == 1.0
+    assert json.loads(state.read_text())["best_epoch"] == 0
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_float16"])  # mixed_float16: a loss-scale optimizer
+def test_resume_with_ema_goes_on_from_the_raw_weights(tmp_path, small_data, precision):
+    """The checkpoint is saved with the averaged weights swapped into the model (and the
+    raw ones into the optimizer); a resumed run swaps them back rather than training on
+    from the average and averaging from the raw weights."""
+    import keras
+    import numpy as np
+
+    from napari_lgg_seg.core.training import train
+
+    seen = {}
+
+    class Spy(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            seen["start"] = [v.numpy().copy() for v in self.model.trainable_variables]
+
+        def on_epoch_end(self, epoch, logs=None):  # after SwapEMAWeights: model = average
+            opt = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)
+            seen["raw"] = [v.numpy().copy() for v in opt._model_variables_moving_average]
+            seen["ema"] = [v.numpy().copy() for v in self.model.trainable_variables]
+            self.model.stop_training = True  # interrupted after the first of 3 epochs
+
+    # 8 steps: with mixed_float16 the first ones can be skipped while the loss scale drops
+    kw = dict(epochs=3, ema_momentum=0.9, precision=precision, samples_per_epoch=32)
+    train(small_data, cfg(tmp_path, **kw), callbacks=[Spy()], verbose=0)
+    raw, ema = seen["raw"], seen["ema"]
+    assert any(not np.allclose(a, b) for a, b in zip(raw, ema))
+    train(small_data, cfg(tmp_path, resume=True, **kw), callbacks=[Spy()], verbose=0)
+    assert all(np.array_equal(a, b) for a, b in zip(seen["start"], raw))
+
+
 def test_stop_event_keeps_previous_model_intact(tmp_path, small_data):
     from napari_lgg_seg.core.training import train
 

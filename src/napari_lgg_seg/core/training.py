@@ -99,6 +99,9 @@ def check_resume(cfg: TrainConfig) -> dict | None:
     best = state.get("best")
     if best is not None and not isinstance(best, (int, float)):
         raise InputError(f"{state_file}: damaged resume state (bad 'best'); start again without --resume")
+    best_epoch = state.get("best_epoch")
+    if best_epoch is not None and (not isinstance(best_epoch, int) or isinstance(best_epoch, bool) or best_epoch < 0):
+        raise InputError(f"{state_file}: damaged resume state (bad 'best_epoch'); start again without --resume")
     if not last.is_file():
         raise InputError(f"{out}: cannot resume, {last.name} is missing; start again without --resume")
     filters = keras_filters(last)
@@ -144,21 +147,46 @@ class PatientDiceCallback(keras.callbacks.Callback):
             logs["val_patient_dice"] = float(np.mean(list(scores.values())))
 
 
+_COUNTERS = {"wait": 0, "best": 0.0, "cooldown_counter": 0}  # of EarlyStopping / ReduceLROnPlateau
+
+
 class CheckpointCallback(keras.callbacks.Callback):
     """Saves the best model (by ``monitor``) atomically to ``out`` and, every epoch, the
     last model plus a state file so that an interrupted run can resume.
 
     ``keep_existing`` (a file the run is to replace): an epoch that ``stopper`` cut short
     before this run saved anything saves nothing, so that Stop during the first epoch
-    leaves that file as it was rather than a model trained for a few batches."""
+    leaves that file as it was rather than a model trained for a few batches.
+
+    ``counting``: callbacks (by name) whose counters (epochs waited, best value, cooldown)
+    go into the state file, to be given back to them when ``counters`` (of a resumed run)
+    holds them; placed after them, so that it saves what their epoch end did (a halved
+    learning rate included)."""
 
     def __init__(self, out: Path, monitor: str, mode: str, export: Callable, best: float | None = None,
-                 keep_existing: bool = False, stopper: StopCallback | None = None):
+                 keep_existing: bool = False, stopper: StopCallback | None = None,
+                 best_epoch: int | None = None, counting: dict[str, keras.callbacks.Callback] | None = None,
+                 counters: dict | None = None):
         super().__init__()
         self.out, self.monitor, self.mode, self.export = out, monitor, mode, export
         self.best = best
-        self.best_epoch: int | None = None
+        self.best_epoch = best_epoch  # of ``best``: a resumed run's best so far
         self.keep_existing, self.stopper = keep_existing, stopper
+        self.counting, self.counters = counting or {}, counters or {}
+
+    def on_train_begin(self, logs=None):  # after theirs, which reset the counters
+        for name, cb in self.counting.items():
+            saved = self.counters.get(name)
+            for key in _COUNTERS:
+                if isinstance(saved, dict) and key in saved and hasattr(cb, key):
+                    setattr(cb, key, saved[key])
+
+    def _counters(self) -> dict:
+        return {
+            name: {key: None if getattr(cb, key) is None else type(default)(getattr(cb, key))
+                   for key, default in _COUNTERS.items() if hasattr(cb, key)}
+            for name, cb in self.counting.items()
+        }
 
     def _better(self, value: float) -> bool:
         if self.best is None:
@@ -174,7 +202,8 @@ class CheckpointCallback(keras.callbacks.Callback):
             self.best, self.best_epoch = float(value), epoch
             save_model(self.export(self.model), self.out)
         save_model(self.model, _last_path(self.out))
-        state = {"epoch": epoch + 1, "best": self.best, "best_epoch": self.best_epoch, "monitor": self.monitor}
+        state = {"epoch": epoch + 1, "best": self.best, "best_epoch": self.best_epoch, "monitor": self.monitor,
+                 "counters": self._counters()}
         atomic_write(_state_path(self.out), lambda tmp: tmp.write_text(json.dumps(state)))
 
 
@@ -370,6 +399,14 @@ def train(
             if cfg.context_slices not in (0, model_context(model)):
                 raise ModelError(f"{_last_path(out)}: was trained with {model_context(model)} context slice(s), "
                                  f"not {cfg.context_slices}; resume with the same --context-slices")
+            optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)  # mixed_float16: loss scaling
+            if getattr(optimizer, "use_ema", False):
+                # saved after SwapEMAWeights put the averaged weights into the model and the
+                # raw ones into the optimizer: swap back, so that training goes on from the
+                # raw weights and the average from where it was
+                swap = keras.callbacks.SwapEMAWeights()
+                swap.set_model(model)
+                swap._swap_variables()
         else:
             model = compile_unet(_initial_model(cfg), cfg.learning_rate, cfg.ema_momentum)
     context = model_context(model)
@@ -382,13 +419,19 @@ def train(
         samples_per_epoch=cfg.samples_per_epoch, workers=cfg.workers,
         use_multiprocessing=False,
     )
+    for _ in range(initial_epoch):  # a resumed run goes on with the samples of its next epoch
+        train_ds.on_epoch_end()
     val_ds = SliceDataset(val_set, cfg.batch_size, context=context) if len(val_set) else None
     monitor, mode = ("val_patient_dice", "max") if val_ds else ("loss", "min")
     stopper = StopCallback(stop_event, cfg.time_budget_min * 60 if cfg.time_budget_min else None)
     replaces = out.exists() and not state
+    lr_callback = _lr_callback(cfg, monitor, mode)
+    early = keras.callbacks.EarlyStopping(monitor, patience=cfg.patience, mode=mode)
     checkpoint = CheckpointCallback(
         out, monitor, mode, _float32_twin(cfg.base_filters, context), best=state["best"] if state else None,
-        keep_existing=replaces, stopper=stopper,
+        keep_existing=replaces, stopper=stopper, best_epoch=state.get("best_epoch") if state else None,
+        counting={"lr": lr_callback, "early_stopping": early},
+        counters=state.get("counters") if state and isinstance(state.get("counters"), dict) else None,
     )
     cbs: list[keras.callbacks.Callback] = []
     if cfg.ema_momentum:
@@ -397,8 +440,7 @@ def train(
         cbs.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     if val_ds:
         cbs.append(PatientDiceCallback(val_set, cfg.batch_size))
-    cbs += [checkpoint, _lr_callback(cfg, monitor, mode)]
-    cbs += [keras.callbacks.EarlyStopping(monitor, patience=cfg.patience, mode=mode), stopper]
+    cbs += [lr_callback, early, checkpoint, stopper]
     if cfg.log_csv:
         cbs.append(keras.callbacks.CSVLogger(cfg.log_csv, append=bool(state)))
     cbs += list(callbacks)
