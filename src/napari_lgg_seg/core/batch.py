@@ -73,13 +73,10 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray, stack: PatientStac
 
         return write_labels_nifti(p, labels, stack.geometry, voxel_size=voxel or (1.0, 1.0, 1.0))
     if p.suffix == "":
-        from .io import slice_numbers, write_kaggle_masks
+        from .io import kaggle_slice_names, write_kaggle_masks
 
-        files = [Path(f).name for f in stack.slice_files]
-        try:  # numbered like the kaggle_3m slices read (<ID>_<n>.tif), else 1..Z
-            slice_numbers(files)
-        except InputError:
-            files = []
+        # numbered like the kaggle_3m slices read (<ID>_<n>.tif), else 1..Z
+        files = kaggle_slice_names([Path(f).name for f in stack.slice_files])
         write_kaggle_masks(p, labels, stack.patient_id, overwrite=overwrite,
                            slice_files=files if files and len(files) == len(labels) else None)
         return p

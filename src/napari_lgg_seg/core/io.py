@@ -470,6 +470,19 @@ def slice_numbers(slice_files: Sequence[str]) -> list[int]:
     return numbers
 
 
+def kaggle_slice_names(slice_files: Sequence[str] | None) -> list[str] | None:
+    """``slice_files`` when they are kaggle_3m slice names (``<ID>_<n>.tif``), so that masks
+    can be numbered like them; None otherwise (e.g. the one file of a NIfTI or a TIFF stack,
+    whose masks are numbered 1..Z)."""
+    if not slice_files:
+        return None
+    try:
+        slice_numbers(slice_files)
+    except InputError:
+        return None
+    return list(slice_files)
+
+
 def write_kaggle_masks(
     folder: str | os.PathLike, labels: np.ndarray, patient_id: str, *, overwrite: bool = False,
     slice_files: Sequence[str] | None = None,

@@ -52,13 +52,10 @@ def load_nifti(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
             f"{p}: NIfTI of shape {data.shape} has {int(np.prod(data.shape[3:]))} volumes; expected one, "
             "or three sequences (pre-contrast, FLAIR, post-contrast)"
         )
-    if np.iscomplexobj(data):
-        raise InputError(f"{p}: complex-valued NIfTI data cannot be segmented")
-    if data.dtype.kind == "f" and not np.isfinite(data).all():
-        raise InputError(f"{p}: NIfTI holds NaN or infinite values")
     from .preprocess import check_values
 
-    check_values(data, str(p))  # RGB24 and other non-numbers, beyond float32: named here, not later as 'image'
+    # complex, RGB24 and other non-numbers, NaN or infinite, beyond float32: named here, not later as 'image'
+    check_values(data, str(p))
     try:
         unit_mm = _UNIT_MM.get(img.header.get_xyzt_units()[0], 1.0)
         return data, Geometry.from_affine(img.affine, data.shape[:3], "nifti", unit_mm, _xforms(img.header))

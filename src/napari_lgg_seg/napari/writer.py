@@ -105,18 +105,11 @@ def write_labels_nifti(path: str, data, meta: dict) -> list[str]:
 
 @_refusals_as_write_refused
 def write_kaggle_masks(path: str, data, meta: dict) -> list[str]:
-    p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise InputError(f"{p}: exists and is not a folder; kaggle_3m masks go into a folder")
+    p = Path(path)  # a file there is refused by core_io.write_kaggle_masks
     arr = _check_labels(data, meta.get("name", "labels"))
     md = meta.get("metadata") or {}
     pid = str(md.get("patient_id") or p.name)
-    files = md.get("slice_files") or None  # masks are numbered like the slices they belong to
-    if files is not None:
-        try:
-            core_io.slice_numbers(files)
-        except InputError:  # the one file of a NIfTI or TIFF stack, not kaggle_3m slices: 1..Z
-            files = None
+    files = core_io.kaggle_slice_names(md.get("slice_files"))  # masks numbered like their slices, else 1..Z
     if files is not None and len(files) != (arr.shape[0] if arr.ndim == 3 else 1):
         raise InputError(f"{meta.get('name', 'labels')}: {len(files)} slice files recorded but "
                          f"{arr.shape[0]} slices of labels; cannot number the masks")
