@@ -28,6 +28,24 @@ def sync_choice_names(*combos) -> None:
                 native.setItemText(i, layer.name)
 
 
+def follow_layer_list(viewer, on_list_change, on_rename) -> None:
+    """Connect ``on_list_change`` to the viewer's layers being added, removed, moved or
+    reordered, and ``on_rename`` to the renaming of every layer there now (the choosers
+    show names). ``on_list_change`` calls ``follow_renames(event, on_rename)`` for the
+    layers added later. Bound methods, so that napari holds them weakly."""
+    for event in ("inserted", "removed", "moved", "reordered"):
+        getattr(viewer.layers.events, event).connect(on_list_change)
+    for layer in viewer.layers:
+        layer.events.name.connect(on_rename)
+
+
+def follow_renames(event, on_rename) -> None:
+    """For a layer-list event: a layer just inserted calls ``on_rename`` when renamed."""
+    layer = getattr(event, "value", None)
+    if getattr(event, "type", "") == "inserted" and layer is not None:
+        layer.events.name.connect(on_rename)
+
+
 def theme_colors(viewer) -> dict[str, str]:
     try:
         from napari.utils.theme import get_theme

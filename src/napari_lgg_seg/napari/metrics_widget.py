@@ -30,7 +30,7 @@ from ..core.io import atomic_write
 from ..core.metrics import dice, iou, per_slice
 from ._layers import mask_from_layer, spatial_shape
 from ._forms import SettingsStore
-from ._qt_common import PlotCanvas, sync_choice_names
+from ._qt_common import PlotCanvas, follow_layer_list, follow_renames, sync_choice_names
 
 COLUMNS = ("slice", "dice", "iou", "voxels_a", "voxels_b")
 HEADERS = ("Slice", "Dice", "IoU", "Voxels A", "Voxels B")
@@ -134,15 +134,10 @@ class MetricsWidget(QWidget):
         self.export_button.changed.connect(self._export_dialog)
         self.hide_empty.changed.connect(lambda *_: self._fill_table(self.rows))
         self.table.cellClicked.connect(self._go_to_slice)
-        for event in ("inserted", "removed", "moved", "reordered"):
-            getattr(napari_viewer.layers.events, event).connect(self._on_layers_changed)
-        for layer in napari_viewer.layers:  # the lists show the names: follow renames
-            layer.events.name.connect(self._reset_choices)
+        follow_layer_list(napari_viewer, self._on_layers_changed, self._reset_choices)
 
     def _on_layers_changed(self, event=None) -> None:
-        layer = getattr(event, "value", None)
-        if getattr(event, "type", "") == "inserted" and layer is not None:
-            layer.events.name.connect(self._reset_choices)
+        follow_renames(event, self._reset_choices)
         self._reset_choices()
 
     def _mask_choices(self, _widget=None) -> list[tuple[str, object]]:

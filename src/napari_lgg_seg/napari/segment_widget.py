@@ -54,7 +54,7 @@ from ._layers import (
     volume_summary,
     was_edited,
 )
-from ._qt_common import ask_yes_no, sync_choice_names
+from ._qt_common import ask_yes_no, follow_layer_list, follow_renames, sync_choice_names
 from ._tasks import Outcome, Progress, Result, Status, TaskRunner
 from .segment_options import SegmentOptions
 
@@ -215,10 +215,7 @@ class SegmentWidget(Container):
         self._enable_probability()
         self.runner.finished.connect(lambda outcome: self.run_finished.emit(outcome.value))
         _models.MODELS.changed.connect(self._refresh_models)
-        for event in ("inserted", "removed", "moved", "reordered"):
-            getattr(napari_viewer.layers.events, event).connect(self._on_layers_changed)
-        for layer in napari_viewer.layers:
-            layer.events.name.connect(self._reset_image_choices)
+        follow_layer_list(napari_viewer, self._on_layers_changed, self._reset_image_choices)
 
     @property
     def native(self):
@@ -364,9 +361,7 @@ class SegmentWidget(Container):
         return [(src.label, src) for src in _models.MODELS.items()]
 
     def _on_layers_changed(self, event=None) -> None:
-        layer = getattr(event, "value", None)
-        if getattr(event, "type", "") == "inserted" and layer is not None:
-            layer.events.name.connect(self._reset_image_choices)
+        follow_renames(event, self._reset_image_choices)
         self._reset_image_choices()
 
     def reset_choices(self, *args) -> None:

@@ -38,7 +38,7 @@ from ..core.train_config import TrainConfig
 from . import _models
 from ._forms import SettingsStore, dataclass_widgets, values_of
 from ._layers import readable_error, stacks_from_layer_pairs
-from ._qt_common import PlotCanvas, ask_yes_no, sync_choice_names
+from ._qt_common import PlotCanvas, ask_yes_no, follow_layer_list, follow_renames, sync_choice_names
 from ._tasks import BatchEnd, DataRead, EpochEnd, Outcome, Result, Status, TaskRunner, TrainBegin
 
 FOLDER, LAYERS = 0, 1
@@ -205,10 +205,7 @@ class TrainWidget(QWidget):
         self.source_combo.currentIndexChanged.connect(self._show_data_page)
         self.add_pair_button.clicked.connect(self._add_current_pair)
         self.remove_pair_button.clicked.connect(self._remove_pair)
-        for event in ("inserted", "removed", "moved", "reordered"):
-            getattr(napari_viewer.layers.events, event).connect(self._on_layers_changed)
-        for layer in napari_viewer.layers:  # the lists show the names: follow renames
-            layer.events.name.connect(self._reset_layer_choices)
+        follow_layer_list(napari_viewer, self._on_layers_changed, self._reset_layer_choices)
 
         # settings: generated from TrainConfig
         self.init_from = ComboBox(name="init_from", label="start from", choices=[(t, k) for t, k in INIT_CHOICES])
@@ -314,9 +311,7 @@ class TrainWidget(QWidget):
         self.base_filters.enabled = key == "scratch"
 
     def _on_layers_changed(self, event=None) -> None:
-        layer = getattr(event, "value", None)
-        if getattr(event, "type", "") == "inserted" and layer is not None:
-            layer.events.name.connect(self._reset_layer_choices)
+        follow_renames(event, self._reset_layer_choices)
         self._reset_layer_choices()
 
     def _reset_layer_choices(self, *_args) -> None:
